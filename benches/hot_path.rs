@@ -1,0 +1,150 @@
+//! The hot path: a duplicate answered from memory, against a `Mutex<HashSet>` in the same run;
+//! a fresh mark in `Buffered` mode, against raw RocksDB puts of the same bytes and Redis
+//! `SET id 1 NX EX ttl` over loopback.
+//!
+//! `cargo bench --bench hot_path`
+
+mod common;
+
+use common::{Redis, id};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use dedupstore::{Outcome, Store};
+use parking_lot::Mutex;
+use rocksdb::{DB, Options, WriteOptions};
+use std::collections::HashSet;
+use std::hint::black_box;
+
+const HOT_IDS: u64 = 1_000_000;
+
+fn duplicate_check(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(dir.path()).capacity(HOT_IDS).open().unwrap();
+    let ids: Vec<String> = (0..HOT_IDS).map(id).collect();
+    for chunk in ids.chunks(10_000) {
+        store.check_and_mark_batch(chunk).unwrap();
+    }
+    let set: Mutex<HashSet<String>> = Mutex::new(ids.iter().cloned().collect());
+
+    let mut group = c.benchmark_group("duplicate_check");
+    group.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    group.bench_function("dedupstore", |b| {
+        b.iter(|| {
+            i = (i + 7_919) % ids.len();
+            let outcome = store.check_and_mark(&ids[i]).unwrap();
+            debug_assert!(matches!(outcome, Outcome::Duplicate { .. }));
+            black_box(outcome)
+        });
+    });
+    group.bench_function("mutex_hashset", |b| {
+        b.iter(|| {
+            i = (i + 7_919) % ids.len();
+            let mut set = set.lock();
+            let new = !set.contains(&ids[i]) && set.insert(ids[i].clone());
+            black_box(new)
+        });
+    });
+    group.finish();
+}
+
+fn fresh_mark(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fresh_mark_buffered");
+    group.throughput(Throughput::Elements(1));
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut next = 0u64;
+    group.bench_function("dedupstore", |b| {
+        b.iter(|| {
+            next += 1;
+            black_box(store.check_and_mark(id(next)).unwrap())
+        });
+    });
+
+    // Raw RocksDB writing what a mark writes: a 16-byte key and an 8-byte value, through the WAL.
+    let raw_dir = tempfile::tempdir().unwrap();
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    let db = DB::open(&options, raw_dir.path()).unwrap();
+    let write = WriteOptions::default();
+    let mut key = 0u128;
+    group.bench_function("rocksdb_put", |b| {
+        b.iter(|| {
+            key += 1;
+            db.put_opt(
+                xxhash_rust::xxh3::xxh3_128(&key.to_le_bytes()).to_be_bytes(),
+                1u64.to_be_bytes(),
+                &write,
+            )
+            .unwrap();
+        });
+    });
+
+    let redis_dir = tempfile::tempdir().unwrap();
+    if let Some(redis) = Redis::start(redis_dir.path()) {
+        let mut conn = redis.connect().unwrap();
+        group.bench_function("redis_set_nx_ex", |b| {
+            b.iter(|| {
+                next += 1;
+                let set: Option<String> = redis::cmd("SET")
+                    .arg(id(next))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(86_400)
+                    .query(&mut conn)
+                    .unwrap();
+                black_box(set)
+            });
+        });
+    }
+    group.finish();
+}
+
+fn batch_mark(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fresh_mark_batch_of_500");
+    group.throughput(Throughput::Elements(500));
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut next = 0u64;
+    group.bench_function("dedupstore", |b| {
+        b.iter_batched(
+            || {
+                next += 500;
+                (next..next + 500).map(id).collect::<Vec<_>>()
+            },
+            |ids| black_box(store.check_and_mark_batch(&ids).unwrap()),
+            BatchSize::SmallInput,
+        );
+    });
+    let redis_dir = tempfile::tempdir().unwrap();
+    if let Some(redis) = Redis::start(redis_dir.path()) {
+        let mut conn = redis.connect().unwrap();
+        group.bench_function("redis_pipelined_set_nx_ex", |b| {
+            b.iter_batched(
+                || {
+                    next += 500;
+                    (next..next + 500).map(id).collect::<Vec<_>>()
+                },
+                |ids| {
+                    let mut pipe = redis::pipe();
+                    for id in &ids {
+                        pipe.cmd("SET")
+                            .arg(id)
+                            .arg(1)
+                            .arg("NX")
+                            .arg("EX")
+                            .arg(86_400);
+                    }
+                    let r: Vec<Option<String>> = pipe.query(&mut conn).unwrap();
+                    black_box(r)
+                },
+                BatchSize::SmallInput,
+            );
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, duplicate_check, fresh_mark, batch_mark);
+criterion_main!(benches);

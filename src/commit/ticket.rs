@@ -1,0 +1,109 @@
+//! [`Ticket`]: a commit in flight, to wait on or `.await`, with no async runtime.
+
+use crate::error::Result;
+use crate::txn::CommitOutcome;
+use parking_lot::{Condvar, Mutex};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+/// A submitted transaction. [`wait`](Ticket::wait) blocks for its outcome; `.await` yields it
+/// in any executor. Dropping a ticket does not cancel the commit.
+#[must_use = "a ticket is how you learn whether the commit succeeded"]
+pub struct Ticket {
+    state: Arc<State>,
+}
+
+#[derive(Default)]
+struct State {
+    slot: Mutex<Slot>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct Slot {
+    outcome: Option<Result<CommitOutcome>>,
+    waker: Option<Waker>,
+    taken: bool,
+}
+
+/// The committer's end of a ticket.
+pub(crate) struct Completion {
+    state: Arc<State>,
+}
+
+impl Ticket {
+    pub(crate) fn new() -> (Self, Completion) {
+        let state = Arc::new(State::default());
+        (
+            Self {
+                state: Arc::clone(&state),
+            },
+            Completion { state },
+        )
+    }
+
+    /// A ticket that is already complete.
+    pub(crate) fn ready(outcome: Result<CommitOutcome>) -> Self {
+        let (ticket, completion) = Self::new();
+        completion.complete(outcome);
+        ticket
+    }
+
+    /// Blocks until the commit is decided.
+    ///
+    /// # Errors
+    /// As [`Transaction::commit`](crate::Transaction::commit).
+    pub fn wait(self) -> Result<CommitOutcome> {
+        let mut slot = self.state.slot.lock();
+        loop {
+            if let Some(outcome) = slot.outcome.take() {
+                slot.taken = true;
+                return outcome;
+            }
+            self.state.done.wait(&mut slot);
+        }
+    }
+
+    /// Whether the outcome is known (`wait` would not block).
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        self.state.slot.lock().outcome.is_some()
+    }
+}
+
+impl Future for Ticket {
+    type Output = Result<CommitOutcome>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut slot = self.state.slot.lock();
+        if let Some(outcome) = slot.outcome.take() {
+            slot.taken = true;
+            return Poll::Ready(outcome);
+        }
+        assert!(!slot.taken, "a ticket polled after it completed");
+        slot.waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl Completion {
+    pub(crate) fn complete(self, outcome: Result<CommitOutcome>) {
+        let waker = {
+            let mut slot = self.state.slot.lock();
+            slot.outcome = Some(outcome);
+            slot.waker.take()
+        };
+        self.state.done.notify_all();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket").field("done", &self.is_done()).finish()
+    }
+}

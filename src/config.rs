@@ -1,0 +1,283 @@
+//! The builder: every setting of a store, its default and its range.
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::store::Store;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// When an acknowledged write is safe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// The write-ahead log is handed to the operating system before the call returns.
+    ///
+    /// **Survives a process crash** (including `SIGKILL`); does **not** survive power loss or an
+    /// operating-system crash, which can lose the last writes (never tear them). The same promise
+    /// as RocksDB's default and Redis' `appendfsync everysec`. The default.
+    #[default]
+    Buffered,
+    /// The write-ahead log is fsynced before the call returns.
+    ///
+    /// **Survives power loss.** Concurrent writers share one fsync.
+    Synced,
+}
+
+/// The shortest retention window.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+/// The longest retention window (366 days).
+pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+/// The most slots a window can be divided into.
+pub const MAX_SLOTS: u32 = 4096;
+/// The most lock stripes of the hot tier.
+pub const MAX_STRIPES: usize = 4096;
+/// The hot tier's smallest memory budget per stripe.
+pub const MIN_BUDGET_PER_STRIPE: usize = 64 * 1024;
+/// Memory budget per expected ID when none is set: room for the `capacity` hint plus 25%.
+const DEFAULT_BUDGET_PER_ID: u64 = 40;
+
+/// Settings for opening a [`Store`]. Made by [`Store::builder`].
+///
+/// ```no_run
+/// use dedupstore::{Durability, Store};
+/// use std::time::Duration;
+///
+/// let store = Store::builder("/var/lib/consumer/dedup")
+///     .window(Duration::from_secs(7 * 24 * 3600))
+///     .capacity(50_000_000)
+///     .durability(Durability::Synced)
+///     .open()?;
+/// # Ok::<(), dedupstore::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `open` is called"]
+pub struct StoreBuilder {
+    pub(crate) path: PathBuf,
+    pub(crate) window: Duration,
+    pub(crate) slots: u32,
+    pub(crate) stripes: usize,
+    pub(crate) durability: Durability,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) capacity: u64,
+    pub(crate) memory_budget: Option<usize>,
+    pub(crate) namespace: Vec<u8>,
+}
+
+impl StoreBuilder {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            window: Duration::from_secs(24 * 60 * 60),
+            slots: 128,
+            stripes: 64,
+            durability: Durability::Buffered,
+            clock: Arc::new(SystemClock),
+            capacity: 1_000_000,
+            memory_budget: None,
+            namespace: Vec::new(),
+        }
+    }
+
+    /// The retention window `W`: how long a marked ID stays a duplicate.
+    ///
+    /// Default 24 hours; range [`MIN_WINDOW`] (1 s) ..= [`MAX_WINDOW`] (366 days), in whole
+    /// milliseconds. A store may be reopened with another window: every stored mark is then
+    /// judged by the new one (marks keep their exact time).
+    pub fn window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// How many slots the window is divided into: the time resolution `S = W / slots`.
+    ///
+    /// An ID checked between `W` and `W + S` after its mark may be answered either way; memory
+    /// of dead marks is reclaimed one slot at a time. Default 128; range 1 ..= [`MAX_SLOTS`],
+    /// and `S` must be at least 1 ms.
+    pub fn slots(mut self, slots: u32) -> Self {
+        self.slots = slots;
+        self
+    }
+
+    /// How many independently locked stripes the in-memory tier has.
+    ///
+    /// Default 64; a power of two in 1 ..= [`MAX_STRIPES`]. More stripes, less contention
+    /// between threads that check different IDs.
+    pub fn stripes(mut self, stripes: usize) -> Self {
+        self.stripes = stripes;
+        self
+    }
+
+    /// When writes are acknowledged. Default [`Durability::Buffered`].
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The clock. Default [`SystemClock`]; tests use [`ManualClock`](crate::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The number of IDs expected per window.
+    ///
+    /// Sizes the in-memory tables, the default memory budget and RocksDB's memtables, filters
+    /// and block cache. A wrong hint costs memory or speed, never correctness.
+    /// Default 1,000,000; range 1 ..= 2⁴⁰.
+    pub fn capacity(mut self, ids_per_window: u64) -> Self {
+        self.capacity = ids_per_window;
+        self
+    }
+
+    /// The most memory, in bytes, the in-memory tier may use.
+    ///
+    /// When the window holds more IDs than fit, the tier keeps the newest and older ones are
+    /// answered from disk (filters first). Default: room for the [`capacity`](Self::capacity)
+    /// hint plus 25% (40 bytes per expected ID). At least 64 KiB per stripe.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = Some(bytes);
+        self
+    }
+
+    /// The namespace that IDs are fingerprinted under. Default empty.
+    ///
+    /// Fixed when the store is created: reopening with another namespace is an
+    /// [`Error::InvalidConfig`], since every stored mark would silently stop matching.
+    pub fn namespace(mut self, namespace: impl AsRef<[u8]>) -> Self {
+        self.namespace = namespace.as_ref().to_vec();
+        self
+    }
+
+    /// Opens the store, creating it if the directory is missing or empty.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a setting out of range, [`Error::Locked`] if another `Store`
+    /// has the directory open, [`Error::IncompatibleFormat`] if it holds something else,
+    /// [`Error::Corruption`] or [`Error::Io`] if it cannot be read.
+    pub fn open(self) -> Result<Store> {
+        Store::open_with(&self.validate()?)
+    }
+
+    fn validate(self) -> Result<Settings> {
+        let invalid = |what, detail: String| Err(Error::InvalidConfig { what, detail });
+        if self.window < MIN_WINDOW || self.window > MAX_WINDOW {
+            return invalid(
+                "window",
+                format!("{:?} is outside 1s..=366 days", self.window),
+            );
+        }
+        let window_ms = crate::clock::duration_millis(self.window);
+        if self.slots == 0 || self.slots > MAX_SLOTS || u64::from(self.slots) > window_ms {
+            return invalid(
+                "slots",
+                format!(
+                    "{} slots: need 1..={MAX_SLOTS} and at least 1 ms per slot",
+                    self.slots
+                ),
+            );
+        }
+        if !self.stripes.is_power_of_two() || self.stripes > MAX_STRIPES {
+            return invalid(
+                "stripes",
+                format!(
+                    "{} is not a power of two in 1..={MAX_STRIPES}",
+                    self.stripes
+                ),
+            );
+        }
+        if self.capacity == 0 || self.capacity > 1 << 40 {
+            return invalid("capacity", format!("{} is outside 1..=2^40", self.capacity));
+        }
+        let min_budget = self.stripes * MIN_BUDGET_PER_STRIPE;
+        let memory_budget = match self.memory_budget {
+            Some(b) if b < min_budget => {
+                return invalid(
+                    "memory_budget",
+                    format!(
+                        "{b} bytes is below {min_budget} (64 KiB for each of {} stripes)",
+                        self.stripes
+                    ),
+                );
+            }
+            Some(b) => b,
+            None => usize::try_from(self.capacity.saturating_mul(DEFAULT_BUDGET_PER_ID))
+                .unwrap_or(usize::MAX)
+                .max(min_budget),
+        };
+        Ok(Settings {
+            path: self.path,
+            window_ms,
+            slots: self.slots,
+            stripes: self.stripes,
+            durability: self.durability,
+            clock: self.clock,
+            capacity: self.capacity,
+            memory_budget,
+            namespace: self.namespace,
+        })
+    }
+}
+
+/// Validated settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub path: PathBuf,
+    pub window_ms: u64,
+    pub slots: u32,
+    pub stripes: usize,
+    pub durability: Durability,
+    pub clock: Arc<dyn Clock>,
+    pub capacity: u64,
+    pub memory_budget: usize,
+    pub namespace: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(b: StoreBuilder) -> Result<Settings> {
+        b.validate()
+    }
+
+    fn builder() -> StoreBuilder {
+        StoreBuilder::new("unused".into())
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let s = check(builder()).unwrap();
+        assert_eq!(s.window_ms, 86_400_000);
+        assert_eq!(s.memory_budget, 40_000_000);
+    }
+
+    #[test]
+    fn out_of_range_settings_name_themselves() {
+        let cases = [
+            (builder().window(Duration::from_millis(999)), "window"),
+            (
+                builder().window(MAX_WINDOW + Duration::from_millis(1)),
+                "window",
+            ),
+            (builder().slots(0), "slots"),
+            (builder().slots(MAX_SLOTS + 1), "slots"),
+            (
+                builder().window(Duration::from_secs(1)).slots(1001),
+                "slots",
+            ),
+            (builder().stripes(0), "stripes"),
+            (builder().stripes(48), "stripes"),
+            (builder().stripes(MAX_STRIPES * 2), "stripes"),
+            (builder().capacity(0), "capacity"),
+            (builder().memory_budget(1024), "memory_budget"),
+        ];
+        for (b, name) in cases {
+            match check(b) {
+                Err(Error::InvalidConfig { what, .. }) => assert_eq!(what, name),
+                other => panic!("{name}: expected InvalidConfig, got {other:?}"),
+            }
+        }
+        assert!(check(builder().window(MAX_WINDOW).slots(MAX_SLOTS)).is_ok());
+        assert!(check(builder().window(MIN_WINDOW).slots(1000)).is_ok());
+    }
+}

@@ -1,0 +1,112 @@
+//! The one error type of the crate.
+
+use std::io;
+use std::path::PathBuf;
+
+/// A `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, each variant saying what and where.
+///
+/// No input, file content or I/O failure makes the library panic: it returns one of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An ID was empty or longer than [`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes. Nothing was written.
+    #[error("invalid id{}: {len} bytes, an id is 1..=4096 bytes", position.map(|p| format!(" at batch position {p}")).unwrap_or_default())]
+    InvalidId {
+        /// Where in a batch the offending ID sits (`None` for single-ID calls).
+        position: Option<usize>,
+        /// The length of the offending ID.
+        len: usize,
+    },
+
+    /// A builder setting is out of range, or contradicts the settings the store was created with.
+    #[error("invalid setting `{what}`: {detail}")]
+    InvalidConfig {
+        /// The setting.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// The directory is in use by another open store, in this process or another.
+    #[error("{}: the store is already open (locked by another `Store`)", path.display())]
+    Locked {
+        /// The store's directory.
+        path: PathBuf,
+    },
+
+    /// The directory holds something this version cannot open: a store written by another
+    /// format version, some other RocksDB database, or unrelated files.
+    #[error("{}: incompatible format: found {found}, expected {expected}", path.display())]
+    IncompatibleFormat {
+        /// The store's directory.
+        path: PathBuf,
+        /// What the directory holds.
+        found: String,
+        /// What this version reads.
+        expected: String,
+    },
+
+    /// Stored data failed a consistency check.
+    #[error("corruption in {what}: {detail}")]
+    Corruption {
+        /// Which record or file.
+        what: String,
+        /// What was wrong with it.
+        detail: String,
+    },
+
+    /// An operating-system I/O error (a full disk reports [`io::ErrorKind::StorageFull`]).
+    #[error("{context}: {source}")]
+    Io {
+        /// What the store was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// RocksDB refused an operation for a reason that is neither I/O nor corruption.
+    #[error("{context}: {detail}")]
+    Storage {
+        /// What the store was doing.
+        context: String,
+        /// RocksDB's message.
+        detail: String,
+    },
+}
+
+impl Error {
+    /// Classifies a RocksDB error raised while doing `context`.
+    pub(crate) fn rocks(context: impl Into<String>, err: &rocksdb::Error) -> Self {
+        let context = context.into();
+        let detail = err.as_ref().to_owned();
+        match err.kind() {
+            rocksdb::ErrorKind::Corruption => Error::Corruption {
+                what: context,
+                detail,
+            },
+            rocksdb::ErrorKind::IOError => {
+                let kind = if detail.contains("No space left") {
+                    io::ErrorKind::StorageFull
+                } else {
+                    io::ErrorKind::Other
+                };
+                Error::Io {
+                    context,
+                    source: io::Error::new(kind, detail),
+                }
+            }
+            _ => Error::Storage { context, detail },
+        }
+    }
+
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}

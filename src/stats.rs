@@ -1,0 +1,18 @@
+//! [`Stats`]: what a store reports for monitoring.
+
+/// A snapshot of a store's counters and sizes. Made by [`Store::stats`](crate::Store::stats).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// IDs held by the in-memory tier.
+    pub hot_ids: u64,
+    /// Heap bytes held by the in-memory tier.
+    pub hot_bytes: u64,
+    /// Live marks pushed out of the in-memory tier by its memory budget.
+    pub hot_evictions: u64,
+    /// Checks the in-memory tier could not answer alone (after a restart, or over budget), so
+    /// that went to disk.
+    pub cold_lookups: u64,
+    /// Generations (column families of marks) on disk.
+    pub generations: usize,
+}

@@ -1,0 +1,78 @@
+//! The hot tier: a lock-striped in-memory time-wheel of recent marks.
+//!
+//! A fingerprint's low bits choose its stripe, each behind its own `parking_lot::Mutex` on its
+//! own cache line; there is no global lock. See [`stripe`] for what one stripe holds.
+
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "sequence numbers and hashes are cut to their low bits on purpose"
+)]
+
+mod fifo;
+mod index;
+mod stripe;
+
+pub(crate) use stripe::{Hot, Stamps, Stripe};
+
+use crate::id::Fingerprint;
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+
+/// Bytes an ID costs in the hot tier when its tables are full: 20 for the entry, about 6 for
+/// its index bucket. Used only to size tables from a count.
+const BYTES_PER_ID: usize = 26;
+
+pub(crate) struct HotTier {
+    stripes: Box<[CachePadded<Mutex<Stripe>>]>,
+    mask: u64,
+}
+
+/// Totals over all stripes.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HotTotals {
+    pub ids: u64,
+    pub bytes: u64,
+    pub cold_lookups: u64,
+    pub evictions: u64,
+}
+
+impl HotTier {
+    /// `stripes` stripes (a power of two) sharing `budget` bytes, presized for `capacity` IDs,
+    /// each holding every mark made at or after `complete_from`.
+    pub(crate) fn new(stripes: usize, capacity: u64, budget: usize, complete_from: u64) -> Self {
+        debug_assert!(stripes.is_power_of_two());
+        let budget_per_stripe = budget / stripes;
+        let expected = usize::try_from(capacity.div_ceil(stripes as u64))
+            .unwrap_or(usize::MAX)
+            .min(budget_per_stripe / BYTES_PER_ID);
+        Self {
+            stripes: (0..stripes)
+                .map(|_| {
+                    CachePadded::new(Mutex::new(Stripe::new(
+                        expected,
+                        budget_per_stripe,
+                        complete_from,
+                    )))
+                })
+                .collect(),
+            mask: stripes as u64 - 1,
+        }
+    }
+
+    pub(crate) fn stripe(&self, fp: Fingerprint) -> &Mutex<Stripe> {
+        // The mask keeps the index below `stripes.len()`, which fits in usize.
+        &self.stripes[(fp.stripe_hash() & self.mask) as usize]
+    }
+
+    pub(crate) fn totals(&self) -> HotTotals {
+        let mut t = HotTotals::default();
+        for stripe in &self.stripes {
+            let s = stripe.lock();
+            t.ids += s.len() as u64;
+            t.bytes += s.bytes() as u64;
+            t.cold_lookups += s.counters.cold_lookups;
+            t.evictions += s.counters.evictions;
+        }
+        t
+    }
+}

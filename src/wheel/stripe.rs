@@ -1,0 +1,624 @@
+//! One stripe of the hot tier: the marks of the fingerprints that hash to it, in time order.
+//!
+//! Entries sit in a [`Fifo`] in the order they were marked (time never decreases under the stripe
+//! lock). `slots` records where each time slot's entries start, so a slot expires by popping a
+//! prefix of the queue: no scan. The [`Index`] maps fingerprints to entries in O(1).
+//!
+//! Invariants (checked by `check_invariants` in tests):
+//! - the index holds exactly the entries whose state is not [`State::Removed`];
+//! - entries' times never decrease from head to tail, and each lies in the slot recorded for it;
+//! - the stripe holds every mark made at or after `complete_from` that has not expired, so a
+//!   miss is authoritative once `complete_from` is older than the window.
+
+use super::fifo::{CHUNK, Fifo};
+use super::index::{Index, SEQ_BITS, SEQ_MASK};
+use crate::id::Fingerprint;
+use crate::window::Window;
+use std::collections::VecDeque;
+
+/// A stripe never holds this many entries: sequence bits in the index must stay unambiguous.
+const MAX_ENTRIES: u64 = (1 << SEQ_BITS) - 1;
+
+/// One remembered mark: 20 bytes.
+#[derive(Clone, Copy, Default, Debug)]
+#[repr(C)]
+pub(crate) struct Entry {
+    fp: [u32; 4],
+    /// The time in [`Stamps`] units (low 30 bits) and the [`State`] (high 2 bits).
+    stamp: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum State {
+    /// On disk through the write-ahead log.
+    Durable,
+    /// Claimed by a writer whose write has not returned yet.
+    Pending,
+    /// Taken out of the index (a failed write, or a dead mark); waits for its slot to expire.
+    Removed,
+}
+
+const STATE_SHIFT: u32 = 30;
+const TIME_MASK: u32 = (1 << STATE_SHIFT) - 1;
+
+impl Entry {
+    fn new(fp: Fingerprint, time: u32, state: State) -> Self {
+        let mut e = Self {
+            fp: fp.words(),
+            stamp: time & TIME_MASK,
+        };
+        e.set_state(state);
+        e
+    }
+
+    fn fingerprint(self) -> Fingerprint {
+        Fingerprint::from_words(self.fp)
+    }
+
+    fn time(self) -> u32 {
+        self.stamp & TIME_MASK
+    }
+
+    fn state(self) -> State {
+        match self.stamp >> STATE_SHIFT {
+            0 => State::Durable,
+            1 => State::Pending,
+            _ => State::Removed,
+        }
+    }
+
+    fn set_state(&mut self, state: State) {
+        let bits = match state {
+            State::Durable => 0,
+            State::Pending => 1,
+            State::Removed => 2,
+        };
+        self.stamp = (self.stamp & TIME_MASK) | (bits << STATE_SHIFT);
+    }
+}
+
+/// How entry times are packed into 30 bits: rounded up to `unit_ms` and read back as an age
+/// relative to now. An entry is never older than `W + S` while it is in the stripe, and the unit
+/// is chosen so that such ages fit, so the round trip is exact up to the unit (1 ms for windows
+/// up to about six days).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Stamps {
+    unit_ms: u64,
+}
+
+impl Stamps {
+    pub(crate) fn new(window: Window) -> Self {
+        Self {
+            unit_ms: (window.window_ms + window.slot_ms) / (1 << 29) + 1,
+        }
+    }
+
+    fn encode(self, t: u64) -> u32 {
+        (t.div_ceil(self.unit_ms) & u64::from(TIME_MASK)) as u32
+    }
+
+    /// The time of an entry stamped `units`, never earlier than the real time (so a mark is
+    /// never judged older than it is) and never after `now`.
+    fn decode(self, units: u32, now: u64) -> u64 {
+        let now_units = now.div_ceil(self.unit_ms);
+        let age = now_units.wrapping_sub(u64::from(units)) & u64::from(TIME_MASK);
+        (now_units.saturating_sub(age) * self.unit_ms).min(now)
+    }
+}
+
+/// What the hot tier knows of a fingerprint.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Hot {
+    /// Not remembered (ask the cold tier unless the stripe is authoritative).
+    Absent,
+    /// Claimed by a write in flight: entry `seq`, marked at `first_seen`.
+    Pending { seq: u64, first_seen: u64 },
+    /// Marked at `first_seen`, durable, live.
+    Durable { first_seen: u64 },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SlotStart {
+    slot: u64,
+    first_seq: u64,
+}
+
+/// Counters kept under the stripe lock, summed by [`crate::Stats`].
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct StripeCounters {
+    pub cold_lookups: u64,
+    pub evictions: u64,
+}
+
+pub(crate) struct Stripe {
+    fifo: Fifo<Entry>,
+    slots: VecDeque<SlotStart>,
+    index: Index,
+    /// The index never shrinks below its presized bucket count.
+    index_floor: usize,
+    complete_from: u64,
+    budget: usize,
+    pub(crate) counters: StripeCounters,
+}
+
+impl Stripe {
+    /// A stripe expecting about `expected` IDs, holding at most `budget` bytes, that has every
+    /// mark made at or after `complete_from`.
+    pub(crate) fn new(expected: usize, budget: usize, complete_from: u64) -> Self {
+        let index = Index::with_capacity(expected);
+        Self {
+            fifo: Fifo::new(),
+            slots: VecDeque::new(),
+            index_floor: index.buckets(),
+            index,
+            complete_from,
+            budget,
+            counters: StripeCounters::default(),
+        }
+    }
+
+    /// IDs remembered (pending ones included).
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.fifo.bytes() + self.index.bytes() + self.slots.capacity() * size_of::<SlotStart>()
+    }
+
+    /// Whether a miss here means the fingerprint has no live mark anywhere.
+    pub(crate) fn authoritative(&self, window: Window, now: u64) -> bool {
+        self.complete_from <= window.oldest_live(now)
+    }
+
+    /// Looks `fp` up at `now`, first dropping every expired slot.
+    pub(crate) fn lookup(
+        &mut self,
+        fp: Fingerprint,
+        window: Window,
+        stamps: Stamps,
+        now: u64,
+    ) -> Hot {
+        self.expire(window, now);
+        let Some((pos, seq)) = self.find(fp) else {
+            return Hot::Absent;
+        };
+        let Some(&entry) = self.fifo.get(seq) else {
+            debug_assert!(false, "index names a missing entry");
+            return Hot::Absent;
+        };
+        let first_seen = stamps.decode(entry.time(), now);
+        match entry.state() {
+            State::Pending => Hot::Pending { seq, first_seen },
+            State::Durable if window.is_live(first_seen, now) => Hot::Durable { first_seen },
+            _ => {
+                // Dead, but its slot has not expired yet: forget it now so it can be marked anew.
+                self.unindex(pos);
+                if let Some(e) = self.fifo.get_mut(seq) {
+                    e.set_state(State::Removed);
+                }
+                Hot::Absent
+            }
+        }
+    }
+
+    /// Claims `fp` with a pending entry marked at `now`, returning the entry's sequence number.
+    ///
+    /// The caller has just looked `fp` up at `now` and found it [`Hot::Absent`].
+    pub(crate) fn insert_pending(
+        &mut self,
+        fp: Fingerprint,
+        window: Window,
+        stamps: Stamps,
+        now: u64,
+    ) -> u64 {
+        self.make_room(stamps, now);
+        if self.index.needs_grow() {
+            self.resize_index(self.index.len() + 1);
+        }
+        let seq = self
+            .fifo
+            .push(Entry::new(fp, stamps.encode(now), State::Pending));
+        let slot = window.slot(now);
+        if self.slots.back().is_none_or(|s| s.slot != slot) {
+            debug_assert!(self.slots.back().is_none_or(|s| s.slot < slot));
+            self.slots.push_back(SlotStart {
+                slot,
+                first_seq: seq,
+            });
+        }
+        self.index.insert(fp.probe_hash(), fp.tag(), seq);
+        seq
+    }
+
+    /// Settles the pending entry `seq`: durable if its write succeeded, forgotten if it failed.
+    /// Does nothing if the entry expired or was evicted meanwhile.
+    pub(crate) fn settle(&mut self, seq: u64, durable: bool) {
+        let Some(entry) = self.fifo.get_mut(seq) else {
+            return;
+        };
+        if entry.state() != State::Pending {
+            return;
+        }
+        if durable {
+            entry.set_state(State::Durable);
+            return;
+        }
+        entry.set_state(State::Removed);
+        let fp = entry.fingerprint();
+        if let Some((pos, _)) = self.find_seq(fp, seq) {
+            self.unindex(pos);
+        }
+    }
+
+    /// Pops every slot whose marks are all dead at `now`.
+    fn expire(&mut self, window: Window, now: u64) {
+        let Some(end) = self.expired_end(window, now) else {
+            return;
+        };
+        let expiring = end - self.fifo.head();
+        if expiring * 2 > self.fifo.len() {
+            // Most of the stripe is going: rebuilding the index beats removing one by one.
+            let kept = self
+                .fifo
+                .iter_from(end)
+                .filter(|(_, e)| e.state() != State::Removed)
+                .count();
+            while self.fifo.head() < end {
+                self.fifo.pop_front();
+            }
+            self.index.reset(kept.max(self.index_floor * 70 / 100));
+            for (seq, e) in self.fifo.iter_from(end) {
+                if e.state() != State::Removed {
+                    let fp = e.fingerprint();
+                    self.index.insert(fp.probe_hash(), fp.tag(), seq);
+                }
+            }
+        } else {
+            while self.fifo.head() < end {
+                self.pop_front_entry();
+            }
+            if self.index.should_shrink(self.index_floor) {
+                self.resize_index(self.index.len());
+            }
+        }
+        self.trim_slots();
+    }
+
+    /// The sequence number just past the last entry of the expired slots, if any expired.
+    fn expired_end(&self, window: Window, now: u64) -> Option<u64> {
+        let expired = self
+            .slots
+            .iter()
+            .take_while(|s| window.slot_expired(s.slot, now))
+            .count();
+        (expired > 0).then(|| {
+            self.slots
+                .get(expired)
+                .map_or(self.fifo.tail(), |s| s.first_seq)
+        })
+    }
+
+    /// Evicts the oldest entries until one more push fits the budget, or only pending entries
+    /// are left to evict (pending entries are never evicted: another caller would miss them).
+    fn make_room(&mut self, stamps: Stamps, now: u64) {
+        loop {
+            let mut after_push = self.bytes();
+            if self.fifo.push_allocates() {
+                after_push += CHUNK * size_of::<Entry>();
+            }
+            if self.index.needs_grow() {
+                after_push += self.index.grown_bytes() - self.index.bytes();
+            }
+            if self.slots.len() == self.slots.capacity() {
+                after_push += self.slots.capacity().max(4) * size_of::<SlotStart>();
+            }
+            if after_push <= self.budget && self.fifo.len() < MAX_ENTRIES {
+                return;
+            }
+            let Some(&front) = self.fifo.front() else {
+                return;
+            };
+            if front.state() == State::Pending {
+                return;
+            }
+            if front.state() == State::Durable {
+                // The stripe no longer has every mark from this time on.
+                let first_seen = stamps.decode(front.time(), now);
+                self.complete_from = self.complete_from.max(first_seen + 1);
+            }
+            self.pop_front_entry();
+            self.counters.evictions += 1;
+            self.trim_slots();
+        }
+    }
+
+    /// Pops the head entry, taking it out of the index first.
+    fn pop_front_entry(&mut self) {
+        let head = self.fifo.head();
+        if let Some(&entry) = self.fifo.front()
+            && entry.state() != State::Removed
+            && let Some((pos, _)) = self.find_seq(entry.fingerprint(), head)
+        {
+            self.unindex(pos);
+        }
+        self.fifo.pop_front();
+    }
+
+    /// Drops slot records that no longer start any entry.
+    fn trim_slots(&mut self) {
+        if self.fifo.is_empty() {
+            self.slots.clear();
+            return;
+        }
+        while self.slots.len() >= 2 && self.slots[1].first_seq <= self.fifo.head() {
+            self.slots.pop_front();
+        }
+    }
+
+    /// The index bucket and sequence number of `fp`'s entry.
+    fn find(&self, fp: Fingerprint) -> Option<(usize, u64)> {
+        let words = fp.words();
+        let head = self.fifo.head();
+        let pos = self.index.find(fp.probe_hash(), fp.tag(), |bits| {
+            self.fifo
+                .get(full_seq(head, bits))
+                .is_some_and(|e| e.fp == words)
+        })?;
+        Some((pos, full_seq(head, self.index.seq_bits_at(pos))))
+    }
+
+    /// The index bucket of entry `seq`, whose fingerprint is `fp`.
+    fn find_seq(&self, fp: Fingerprint, seq: u64) -> Option<(usize, u64)> {
+        let bits = seq as u32 & SEQ_MASK;
+        let pos = self.index.find(fp.probe_hash(), fp.tag(), |b| b == bits)?;
+        Some((pos, seq))
+    }
+
+    fn unindex(&mut self, pos: usize) {
+        let fifo = &self.fifo;
+        let head = fifo.head();
+        self.index.remove_at(pos, |bits| hash_at(fifo, head, bits));
+    }
+
+    fn resize_index(&mut self, ids: usize) {
+        let fifo = &self.fifo;
+        let head = fifo.head();
+        self.index
+            .resize(ids.max(self.index_floor * 70 / 100), |bits| {
+                hash_at(fifo, head, bits)
+            });
+    }
+
+    /// Panics unless the invariants in the module docs hold.
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self, window: Window, stamps: Stamps, now: u64) {
+        let mut indexed = 0;
+        let mut previous = 0;
+        for (seq, e) in self.fifo.iter_from(0) {
+            if e.state() != State::Removed {
+                indexed += 1;
+                assert_eq!(self.find_seq(e.fingerprint(), seq).map(|p| p.1), Some(seq));
+                assert_eq!(self.find(e.fingerprint()).map(|p| p.1), Some(seq));
+            }
+            let time = stamps.decode(e.time(), now);
+            assert!(time >= previous, "times decrease at {seq}");
+            previous = time;
+            let start = self.slots.iter().rev().find(|s| s.first_seq <= seq);
+            assert_eq!(
+                start.map(|s| s.slot),
+                Some(window.slot(time)),
+                "slot of {seq}"
+            );
+        }
+        assert_eq!(indexed, self.index.len());
+    }
+}
+
+/// The full sequence number whose low bits are `bits`: the one in `head .. head + 2^24`.
+fn full_seq(head: u64, bits: u32) -> u64 {
+    head + u64::from(bits.wrapping_sub(head as u32) & SEQ_MASK)
+}
+
+fn hash_at(fifo: &Fifo<Entry>, head: u64, bits: u32) -> u64 {
+    fifo.get(full_seq(head, bits)).map_or_else(
+        || {
+            debug_assert!(false, "index names a missing entry");
+            0
+        },
+        |e| e.fingerprint().probe_hash(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const WINDOW: Window = Window {
+        window_ms: 10_000,
+        slot_ms: 1_000,
+    };
+
+    fn fp(n: u64) -> Fingerprint {
+        // Spread small numbers over all bits, as real fingerprints are.
+        let x = u128::from(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        Fingerprint::from_raw(x << 64 | x.rotate_left(17) | 1)
+    }
+
+    fn mark(s: &mut Stripe, f: Fingerprint, now: u64) -> Hot {
+        let stamps = Stamps::new(WINDOW);
+        let hot = s.lookup(f, WINDOW, stamps, now);
+        if hot == Hot::Absent {
+            let seq = s.insert_pending(f, WINDOW, stamps, now);
+            s.settle(seq, true);
+        }
+        hot
+    }
+
+    #[test]
+    fn marks_live_for_the_window_and_no_longer() {
+        let mut s = Stripe::new(16, 1 << 20, 0);
+        assert_eq!(mark(&mut s, fp(1), 5_500), Hot::Absent);
+        assert_eq!(
+            mark(&mut s, fp(1), 15_500),
+            Hot::Durable { first_seen: 5_500 }
+        );
+        // 10_001 ms later the mark is dead: found in its (unexpired) slot, dropped, marked anew.
+        assert_eq!(mark(&mut s, fp(1), 15_501), Hot::Absent);
+        assert_eq!(
+            mark(&mut s, fp(1), 15_502),
+            Hot::Durable { first_seen: 15_501 }
+        );
+        s.check_invariants(WINDOW, Stamps::new(WINDOW), 15_502);
+    }
+
+    #[test]
+    fn pending_entries_are_in_flight_until_settled() {
+        let stamps = Stamps::new(WINDOW);
+        let mut s = Stripe::new(16, 1 << 20, 0);
+        assert_eq!(s.lookup(fp(7), WINDOW, stamps, 100), Hot::Absent);
+        let seq = s.insert_pending(fp(7), WINDOW, stamps, 100);
+        assert_eq!(
+            s.lookup(fp(7), WINDOW, stamps, 101),
+            Hot::Pending {
+                seq,
+                first_seen: 100
+            }
+        );
+        s.settle(seq, false);
+        assert_eq!(
+            s.lookup(fp(7), WINDOW, stamps, 102),
+            Hot::Absent,
+            "a failed write is forgotten"
+        );
+        assert_eq!(s.len(), 0);
+        s.check_invariants(WINDOW, stamps, 102);
+    }
+
+    #[test]
+    fn expiry_frees_memory_slot_by_slot() {
+        let stamps = Stamps::new(WINDOW);
+        let mut s = Stripe::new(16, 1 << 30, 0);
+        for i in 0..20_000 {
+            mark(&mut s, fp(i), 1_000 + i / 4); // 5 seconds of marks
+        }
+        assert_eq!(s.len(), 20_000);
+        let full = s.bytes();
+        // At 15.5 s slots 1..=4 have expired (slot 5 needs now >= 16_000).
+        assert_eq!(s.lookup(fp(u64::MAX), WINDOW, stamps, 15_500), Hot::Absent);
+        assert_eq!(s.len(), 20_000 - 4 * 4_000, "four whole slots expired");
+        assert!(
+            s.bytes() < full / 2,
+            "memory follows: {} of {full}",
+            s.bytes()
+        );
+        s.check_invariants(WINDOW, stamps, 15_500);
+        // One more slot, popped entry by entry rather than by rebuilding the index.
+        for i in 0..40_000 {
+            mark(&mut s, fp(100_000 + i), 15_500 + i / 8);
+        }
+        assert_eq!(s.lookup(fp(u64::MAX), WINDOW, stamps, 20_500), Hot::Absent);
+        assert_eq!(s.len(), 40_000);
+        s.check_invariants(WINDOW, stamps, 20_500);
+        assert_eq!(s.lookup(fp(u64::MAX), WINDOW, stamps, 31_000), Hot::Absent);
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn over_budget_the_oldest_are_evicted_and_misses_stop_being_authoritative() {
+        let stamps = Stamps::new(WINDOW);
+        let budget = 64 * 1024;
+        let mut s = Stripe::new(16, budget, 0);
+        for i in 0..10_000 {
+            mark(&mut s, fp(i), 1_000 + i / 10);
+            assert!(s.bytes() <= budget, "{} bytes after {i}", s.bytes());
+        }
+        assert!(s.counters.evictions > 0);
+        assert!(
+            !s.authoritative(WINDOW, 2_000),
+            "evicted marks are still live"
+        );
+        // The newest marks are kept.
+        assert_eq!(
+            s.lookup(fp(9_999), WINDOW, stamps, 2_000),
+            Hot::Durable { first_seen: 1_999 }
+        );
+        assert_eq!(s.lookup(fp(0), WINDOW, stamps, 2_000), Hot::Absent);
+        s.check_invariants(WINDOW, stamps, 2_000);
+        // Once every evicted mark has died, misses are authoritative again.
+        assert!(s.authoritative(WINDOW, 1_999 + 10_001));
+    }
+
+    #[test]
+    fn pending_entries_are_never_evicted() {
+        let stamps = Stamps::new(WINDOW);
+        let mut s = Stripe::new(16, 64 * 1024, 0);
+        let first = s.insert_pending(fp(0), WINDOW, stamps, 1_000);
+        for i in 1..10_000 {
+            mark(&mut s, fp(i), 1_000);
+        }
+        assert_eq!(
+            s.lookup(fp(0), WINDOW, stamps, 1_000),
+            Hot::Pending {
+                seq: first,
+                first_seen: 1_000
+            }
+        );
+        s.settle(first, true);
+        assert_eq!(
+            s.lookup(fp(0), WINDOW, stamps, 1_000),
+            Hot::Durable { first_seen: 1_000 }
+        );
+    }
+
+    #[test]
+    fn stamps_round_trip_across_their_wrap() {
+        let window = Window::new(366 * 86_400_000, 1);
+        let stamps = Stamps::new(window);
+        assert!(stamps.unit_ms > 1);
+        for t in [0, 1, 123_456_789, 1_700_000_000_000, (1 << 40) + 17] {
+            for age in [0, 1, 86_400_000, window.window_ms + window.slot_ms] {
+                let now = t + age;
+                let back = stamps.decode(stamps.encode(t), now);
+                assert!(
+                    back >= t && back < t + stamps.unit_ms,
+                    "t={t} age={age} back={back}"
+                );
+            }
+        }
+        let daily = Stamps::new(Window::new(86_400_000, 128));
+        assert_eq!(daily.unit_ms, 1);
+        assert_eq!(
+            daily.decode(daily.encode(1_700_000_000_123), 1_700_050_000_000),
+            1_700_000_000_123
+        );
+    }
+
+    proptest! {
+        /// Against a map of live marks: every lookup answers what the window says.
+        #[test]
+        fn agrees_with_a_model(ops in prop::collection::vec((0u64..40, 0u64..3_000, any::<bool>()), 1..300)) {
+            let stamps = Stamps::new(WINDOW);
+            let mut s = Stripe::new(4, 1 << 30, 0);
+            let mut model: HashMap<u64, u64> = HashMap::new();
+            let mut now = 1_000;
+            for (id, step, fail) in ops {
+                now += step;
+                let hot = s.lookup(fp(id), WINDOW, stamps, now);
+                let live = model.get(&id).copied().filter(|&t| WINDOW.is_live(t, now));
+                if let Some(t) = live {
+                    prop_assert_eq!(hot, Hot::Durable { first_seen: t });
+                } else {
+                    prop_assert_eq!(hot, Hot::Absent);
+                    let seq = s.insert_pending(fp(id), WINDOW, stamps, now);
+                    s.settle(seq, !fail);
+                    if fail { model.remove(&id); } else { model.insert(id, now); }
+                }
+                s.check_invariants(WINDOW, stamps, now);
+            }
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The retention window, under a manual clock: a mark is a duplicate until `W - 1 ms` and new
+//! again at `W + S`, from memory and from disk after a restart, and a clock that goes backwards
+//! never makes a mark expire early.
+
+use dedupstore::{ManualClock, Outcome, Store};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const W: Duration = Duration::from_secs(60);
+const SLOTS: u32 = 60;
+const S: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+
+fn t0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(437)
+}
+
+fn open(dir: &Path, clock: &ManualClock) -> Store {
+    Store::builder(dir)
+        .window(W)
+        .slots(SLOTS)
+        .clock(clock.clone())
+        .open()
+        .unwrap()
+}
+
+fn duplicate_since(first_seen: SystemTime) -> Outcome {
+    Outcome::Duplicate { first_seen }
+}
+
+#[test]
+fn duplicate_until_the_window_ends_and_new_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+    clock.advance(W - MS);
+    assert_eq!(store.check_and_mark("a").unwrap(), duplicate_since(t0()));
+    assert!(store.contains("a").unwrap());
+    clock.advance(MS + S);
+    assert!(!store.contains("a").unwrap());
+    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+    assert_eq!(
+        store.check_and_mark("a").unwrap(),
+        duplicate_since(t0() + W + S)
+    );
+}
+
+#[test]
+fn the_window_holds_on_disk_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let store = open(dir.path(), &clock);
+    let ids: Vec<String> = (0..1_000).map(|i| format!("id-{i}")).collect();
+    assert!(
+        store
+            .check_and_mark_batch(&ids)
+            .unwrap()
+            .iter()
+            .all(|o| *o == Outcome::New)
+    );
+    store.close().unwrap();
+
+    clock.advance(W - MS);
+    let store = open(dir.path(), &clock);
+    for id in &ids {
+        assert_eq!(
+            store.check_and_mark(id).unwrap(),
+            duplicate_since(t0()),
+            "{id}"
+        );
+    }
+    assert!(
+        store.stats().cold_lookups >= 1_000,
+        "answers came from disk"
+    );
+    store.close().unwrap();
+
+    clock.advance(MS + S);
+    let store = open(dir.path(), &clock);
+    assert!(store.contains_batch(&ids).unwrap().iter().all(|c| !c));
+    assert!(
+        store
+            .check_and_mark_batch(&ids)
+            .unwrap()
+            .iter()
+            .all(|o| *o == Outcome::New)
+    );
+}
+
+#[test]
+fn a_clock_going_back_never_expires_a_mark_early() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+
+    // Back an hour: still a duplicate, and a mark made now is stamped with the latest time seen.
+    clock.set(t0() - Duration::from_secs(3_600));
+    assert_eq!(store.check_and_mark("a").unwrap(), duplicate_since(t0()));
+    assert_eq!(store.check_and_mark("b").unwrap(), Outcome::New);
+    assert_eq!(store.check_and_mark("b").unwrap(), duplicate_since(t0()));
+
+    // Forward again to the last millisecond of the window.
+    clock.set(t0() + W - MS);
+    assert_eq!(store.check_and_mark("a").unwrap(), duplicate_since(t0()));
+    assert_eq!(store.check_and_mark("b").unwrap(), duplicate_since(t0()));
+    store.close().unwrap();
+
+    // Across a restart the store forgets the latest time it saw; marks still hold.
+    clock.set(t0() - Duration::from_secs(7_200));
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("a").unwrap(), duplicate_since(t0()));
+    clock.set(t0() + W - MS);
+    assert_eq!(store.check_and_mark("a").unwrap(), duplicate_since(t0()));
+    assert_eq!(store.check_and_mark("b").unwrap(), duplicate_since(t0()));
+    clock.set(t0() + W + S);
+    assert_eq!(store.check_and_mark("b").unwrap(), Outcome::New);
+}
+
+#[test]
+fn reopening_with_another_window_judges_marks_by_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+    store.close().unwrap();
+
+    clock.advance(W + S);
+    let longer = Store::builder(dir.path())
+        .window(W * 2)
+        .slots(SLOTS)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    assert_eq!(longer.check_and_mark("a").unwrap(), duplicate_since(t0()));
+    longer.close().unwrap();
+
+    let shorter = Store::builder(dir.path())
+        .window(W / 2)
+        .slots(SLOTS)
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    assert_eq!(shorter.check_and_mark("a").unwrap(), Outcome::New);
+}
