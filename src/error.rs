@@ -21,6 +21,17 @@ pub enum Error {
         len: usize,
     },
 
+    /// A table or stream name is empty, too long, or has characters it may not have.
+    #[error("invalid {what} name {name:?}: {detail}")]
+    InvalidName {
+        /// `"table"` or `"stream"`.
+        what: &'static str,
+        /// The offending name.
+        name: String,
+        /// What a valid name is.
+        detail: String,
+    },
+
     /// A builder setting is out of range, or contradicts the settings the store was created with.
     #[error("invalid setting `{what}`: {detail}")]
     InvalidConfig {
@@ -68,6 +79,17 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// An earlier write failed, so the store refuses every write until it is reopened.
+    ///
+    /// A failed write (or fsync) may or may not have reached the disk; writing on after it could
+    /// make later writes durable while it is not, so the store stops. Reopening recovers the
+    /// last consistent state.
+    #[error("the store refuses writes after an earlier write failed ({cause}); reopen it")]
+    Poisoned {
+        /// The failure that poisoned the store.
+        cause: String,
+    },
+
     /// RocksDB refused an operation for a reason that is neither I/O nor corruption.
     #[error("{context}: {detail}")]
     Storage {
@@ -100,6 +122,27 @@ impl Error {
                 }
             }
             _ => Error::Storage { context, detail },
+        }
+    }
+
+    /// The same error again, for another caller of a failed group commit.
+    pub(crate) fn again(&self) -> Self {
+        match self {
+            Error::Io { context, source } => Error::Io {
+                context: context.clone(),
+                source: io::Error::new(source.kind(), source.to_string()),
+            },
+            Error::Corruption { what, detail } => Error::Corruption {
+                what: what.clone(),
+                detail: detail.clone(),
+            },
+            Error::Poisoned { cause } => Error::Poisoned {
+                cause: cause.clone(),
+            },
+            other => Error::Storage {
+                context: "committing a group of transactions".into(),
+                detail: other.to_string(),
+            },
         }
     }
 

@@ -53,23 +53,32 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 mod clock;
+mod commit;
 mod config;
+mod engine;
 mod error;
 mod id;
+mod outbox;
 mod persist;
 mod stats;
 mod store;
+mod txn;
 mod wheel;
 mod window;
 
+pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use commit::Ticket;
 pub use config::{
     Durability, MAX_SLOTS, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE, MIN_WINDOW, StoreBuilder,
 };
 pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, fingerprint};
+pub use outbox::Outbox;
+pub use persist::{MAX_STREAM_NAME, MAX_TABLE_NAME, OutboxEntry};
 pub use stats::Stats;
 pub use store::{Outcome, Store};
+pub use txn::{CommitOutcome, Conflict, Receipt, Transaction};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

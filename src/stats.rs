@@ -15,4 +15,11 @@ pub struct Stats {
     pub cold_lookups: u64,
     /// Generations (column families of marks) on disk.
     pub generations: usize,
+    /// Writes made by the committer, each merging one or more transactions.
+    pub commit_groups: u64,
+    /// Transactions the committer wrote (or failed to write).
+    pub committed_transactions: u64,
+    /// The most transactions merged into one write. The mean is
+    /// `committed_transactions / commit_groups`.
+    pub largest_commit_group: u64,
 }

@@ -1,15 +1,18 @@
-//! [`Store`]: open, check-and-mark, contains, and their batch forms.
+//! [`Store`]: open, check-and-mark, contains, transactions and reads.
 
-use crate::clock::{StoreTime, from_unix_millis};
+use crate::commit::Committer;
 use crate::config::{Settings, StoreBuilder};
+use crate::engine::Engine;
 use crate::error::Result;
-use crate::id::{Fingerprint, namespace_seed};
-use crate::persist::Cold;
+use crate::id::Fingerprint;
+use crate::outbox::Outbox;
+use crate::persist::{offset_key, table_cf};
 use crate::stats::Stats;
-use crate::wheel::{Hot, HotTier, Stamps, Stripe};
-use crate::window::Window;
+use crate::txn::Transaction;
+use bytes::Bytes;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 /// What [`Store::check_and_mark`] found.
@@ -38,19 +41,9 @@ pub struct Store {
 }
 
 struct Inner {
-    hot: HotTier,
-    cold: Cold,
-    time: StoreTime,
-    window: Window,
-    stamps: Stamps,
-    namespace_seed: u64,
-}
-
-/// A pending claim made by a check-and-mark, to settle once its write returns.
-struct Claim {
-    fp: Fingerprint,
-    seq: u64,
-    at: u64,
+    // Field order is drop order: the committer finishes what is queued before the engine closes.
+    committer: Committer,
+    engine: Arc<Engine>,
 }
 
 impl Store {
@@ -68,24 +61,19 @@ impl Store {
     }
 
     pub(crate) fn open_with(settings: &Settings) -> Result<Self> {
-        let time = StoreTime::new(Arc::clone(&settings.clock));
-        let opened = Cold::open(settings, time.now_millis())?;
-        let window = Window::new(settings.window_ms, settings.slots);
+        let engine = Arc::new(Engine::open(settings)?);
+        let committer = Committer::start(Arc::clone(&engine))?;
         Ok(Self {
-            inner: Arc::new(Inner {
-                hot: HotTier::new(
-                    settings.stripes,
-                    settings.capacity,
-                    settings.memory_budget,
-                    opened.complete_from,
-                ),
-                cold: opened.cold,
-                time,
-                window,
-                stamps: Stamps::new(window),
-                namespace_seed: namespace_seed(&settings.namespace),
-            }),
+            inner: Arc::new(Inner { committer, engine }),
         })
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.inner.engine
+    }
+
+    pub(crate) fn committer(&self) -> &Committer {
+        &self.inner.committer
     }
 
     /// Marks `id` as seen unless it already was within the window: an atomic test-and-set.
@@ -94,6 +82,8 @@ impl Store {
     /// [`Outcome::Duplicate`], or [`Outcome::InFlight`] while the winner's write is not yet
     /// durable. A `New` mark is in the write-ahead log (and, with
     /// [`Durability::Synced`](crate::Durability::Synced), on stable storage) when this returns.
+    /// To commit the mark together with the message's effects, use a
+    /// [`transaction`](Self::transaction).
     ///
     /// ```
     /// use dedupstore::{Outcome, Store};
@@ -106,13 +96,15 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::InvalidId`](crate::Error::InvalidId) for an empty or over-long ID (nothing is
-    /// written); an I/O or storage error if the mark could not be written (the ID stays
-    /// unmarked).
+    /// written); an I/O or storage error if the mark could not be written. Then the ID stays
+    /// unmarked in this process, the message must not be acked, and the store is poisoned
+    /// ([`Error::Poisoned`](crate::Error::Poisoned)) until reopened.
     pub fn check_and_mark(&self, id: impl AsRef<[u8]>) -> Result<Outcome> {
-        let fp = self.fingerprint(id.as_ref(), None)?;
+        let engine = self.engine();
+        let fp = engine.fingerprint(id.as_ref(), None)?;
         let mut claims = Vec::new();
-        let outcome = self.claim(fp, &mut claims)?;
-        self.commit_claims(&claims)?;
+        let outcome = engine.claim(fp, &mut claims)?;
+        engine.write_claims(&claims)?;
         Ok(outcome)
     }
 
@@ -126,19 +118,20 @@ impl Store {
     /// anything is marked; an I/O or storage error if the batch could not be written (none of
     /// its IDs is marked).
     pub fn check_and_mark_batch<I: AsRef<[u8]>>(&self, ids: &[I]) -> Result<Vec<Outcome>> {
+        let engine = self.engine();
         let fps = self.fingerprints(ids)?;
         let mut claims = Vec::new();
         let mut outcomes = Vec::with_capacity(fps.len());
-        for &fp in &fps {
-            match self.claim(fp, &mut claims) {
+        for fp in fps {
+            match engine.claim(fp, &mut claims) {
                 Ok(outcome) => outcomes.push(outcome),
                 Err(e) => {
-                    self.settle(&claims, false);
+                    engine.settle(&claims, false);
                     return Err(e);
                 }
             }
         }
-        self.commit_claims(&claims)?;
+        engine.write_claims(&claims)?;
         Ok(outcomes)
     }
 
@@ -147,8 +140,8 @@ impl Store {
     /// # Errors
     /// [`Error::InvalidId`](crate::Error::InvalidId), or an error reading the disk.
     pub fn contains(&self, id: impl AsRef<[u8]>) -> Result<bool> {
-        let fp = self.fingerprint(id.as_ref(), None)?;
-        self.is_marked(fp)
+        let engine = self.engine();
+        Ok(engine.check(engine.fingerprint(id.as_ref(), None)?)? != Outcome::New)
     }
 
     /// [`contains`](Self::contains) for a batch; answers come in the order of `ids`.
@@ -158,130 +151,176 @@ impl Store {
     pub fn contains_batch<I: AsRef<[u8]>>(&self, ids: &[I]) -> Result<Vec<bool>> {
         self.fingerprints(ids)?
             .into_iter()
-            .map(|fp| self.is_marked(fp))
+            .map(|fp| Ok(self.engine().check(fp)? != Outcome::New))
             .collect()
+    }
+
+    /// Starts a record-and-mark [`Transaction`]: marks, table rows, offsets and outbox events
+    /// committed as one atomic write.
+    pub fn transaction(&self) -> Transaction<'_> {
+        Transaction::new(self)
+    }
+
+    /// The value of `key` in the consumer's table `table`, if any.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad table name, or an error
+    /// reading the disk.
+    pub fn get(&self, table: &str, key: impl AsRef<[u8]>) -> Result<Option<Bytes>> {
+        self.engine().cold.get(&table_cf(table)?, key.as_ref())
+    }
+
+    /// The offset last committed for partition `partition` of stream `stream`, if any.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`](crate::Error::InvalidName) for a bad stream name, or an error
+    /// reading the disk.
+    pub fn offset(&self, stream: &str, partition: u32) -> Result<Option<u64>> {
+        self.engine().cold.offset(&offset_key(stream, partition)?)
+    }
+
+    /// The outbox: events committed by transactions, for a relay to deliver and ack.
+    #[must_use]
+    pub fn outbox(&self) -> Outbox<'_> {
+        Outbox::new(self)
     }
 
     /// Counters and sizes, for monitoring.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        let hot = self.inner.hot.totals();
+        let hot = self.engine().hot.totals();
+        let commits = self.committer().counters();
         Stats {
             hot_ids: hot.ids,
             hot_bytes: hot.bytes,
             hot_evictions: hot.evictions,
             cold_lookups: hot.cold_lookups,
-            generations: self.inner.cold.generation_count(),
+            generations: self.engine().cold.generation_count(),
+            commit_groups: commits.groups.load(Ordering::Relaxed),
+            committed_transactions: commits.transactions.load(Ordering::Relaxed),
+            largest_commit_group: commits.largest.load(Ordering::Relaxed),
         }
     }
 
     /// Writes every memtable to table files and syncs the write-ahead log: after this, every
-    /// mark so far survives power loss, whatever the durability setting.
+    /// write so far survives power loss, whatever the durability setting.
     ///
     /// # Errors
     /// An I/O or storage error.
     pub fn flush(&self) -> Result<()> {
-        self.inner.cold.flush()
+        self.engine().cold.flush()
     }
 
     /// Syncs the write-ahead log and drops this handle. The directory is unlocked once every
-    /// clone is dropped. Dropping a store without `close` loses nothing a process crash would
-    /// not: acknowledged writes are already in the log.
+    /// clone is dropped (transactions still queued are written first). Dropping a store
+    /// without `close` loses nothing a process crash would not: acknowledged writes are already
+    /// in the log.
     ///
     /// # Errors
     /// An I/O error syncing the log.
     pub fn close(self) -> Result<()> {
-        self.inner.cold.sync_wal()
-    }
-
-    fn fingerprint(&self, id: &[u8], position: Option<usize>) -> Result<Fingerprint> {
-        Fingerprint::of(self.inner.namespace_seed, id, position)
+        self.engine().cold.sync_wal()
     }
 
     /// Fingerprints every ID, failing on the first bad one before anything happens.
     fn fingerprints<I: AsRef<[u8]>>(&self, ids: &[I]) -> Result<Vec<Fingerprint>> {
         ids.iter()
             .enumerate()
-            .map(|(i, id)| self.fingerprint(id.as_ref(), Some(i)))
+            .map(|(i, id)| self.engine().fingerprint(id.as_ref(), Some(i)))
             .collect()
-    }
-
-    /// Decides `fp` under its stripe's lock; if it is new, claims it with a pending entry and
-    /// records the claim in `claims`.
-    fn claim(&self, fp: Fingerprint, claims: &mut Vec<Claim>) -> Result<Outcome> {
-        let inner = &*self.inner;
-        let mut stripe = inner.hot.stripe(fp).lock();
-        // Read under the lock, so times within a stripe never decrease.
-        let now = inner.time.now_millis();
-        match stripe.lookup(fp, inner.window, inner.stamps, now) {
-            Hot::Durable { first_seen } => return Ok(duplicate(first_seen)),
-            Hot::Pending { seq, first_seen } => {
-                let ours = claims.iter().any(|c| c.seq == seq && c.fp == fp);
-                // Our own claim is durable by the time the batch returns.
-                return Ok(if ours {
-                    duplicate(first_seen)
-                } else {
-                    Outcome::InFlight
-                });
-            }
-            Hot::Absent => {}
-        }
-        if let Some(first_seen) = self.cold_lookup(&mut stripe, fp, now)? {
-            return Ok(duplicate(first_seen));
-        }
-        let seq = stripe.insert_pending(fp, inner.window, inner.stamps, now);
-        claims.push(Claim { fp, seq, at: now });
-        Ok(Outcome::New)
-    }
-
-    /// Writes the claims' marks in one batch and settles them.
-    fn commit_claims(&self, claims: &[Claim]) -> Result<()> {
-        if claims.is_empty() {
-            return Ok(());
-        }
-        let marks: Vec<(Fingerprint, u64)> = claims.iter().map(|c| (c.fp, c.at)).collect();
-        let written = self.inner.cold.write_marks(&marks);
-        self.settle(claims, written.is_ok());
-        written
-    }
-
-    fn settle(&self, claims: &[Claim], durable: bool) {
-        for c in claims {
-            self.inner.hot.stripe(c.fp).lock().settle(c.seq, durable);
-        }
-    }
-
-    fn is_marked(&self, fp: Fingerprint) -> Result<bool> {
-        let inner = &*self.inner;
-        let mut stripe = inner.hot.stripe(fp).lock();
-        let now = inner.time.now_millis();
-        match stripe.lookup(fp, inner.window, inner.stamps, now) {
-            Hot::Absent => Ok(self.cold_lookup(&mut stripe, fp, now)?.is_some()),
-            Hot::Pending { .. } | Hot::Durable { .. } => Ok(true),
-        }
-    }
-
-    /// Asks the disk about a fingerprint the stripe does not hold, unless the stripe's miss is
-    /// authoritative. Runs under the stripe lock, so no other caller can claim `fp` meanwhile.
-    fn cold_lookup(&self, stripe: &mut Stripe, fp: Fingerprint, now: u64) -> Result<Option<u64>> {
-        if stripe.authoritative(self.inner.window, now) {
-            return Ok(None);
-        }
-        stripe.counters.cold_lookups += 1;
-        self.inner.cold.find_live(fp, now)
-    }
-}
-
-fn duplicate(first_seen: u64) -> Outcome {
-    Outcome::Duplicate {
-        first_seen: from_unix_millis(first_seen),
     }
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("window", &self.inner.window)
+            .field("window", &self.engine().window())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::persist::Strike;
+    use crate::{CommitOutcome, Error};
+
+    /// A failed write poisons the store: it and every later write fail, reads go on, the failed
+    /// marks stay unmarked in memory, and reopening recovers the last consistent state.
+    fn poisoning(strike: Strike) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.check_and_mark("before").unwrap(), Outcome::New);
+        store.engine().cold.fault.arm(0, strike);
+
+        let mut txn = store.transaction();
+        txn.mark("m").unwrap().put("rows", "k", "v").unwrap();
+        txn.set_offset("s", 0, 7).unwrap().outbox("event");
+        assert!(matches!(txn.commit(), Err(Error::Io { .. })));
+
+        assert!(matches!(
+            store.check_and_mark("x"),
+            Err(Error::Poisoned { .. })
+        ));
+        assert!(matches!(
+            store.check_and_mark_batch(&["y", "z"]),
+            Err(Error::Poisoned { .. })
+        ));
+        let mut txn = store.transaction();
+        txn.mark("w").unwrap();
+        assert!(matches!(txn.commit(), Err(Error::Poisoned { .. })));
+        assert!(matches!(store.outbox().ack(0), Err(Error::Poisoned { .. })));
+        assert!(store.contains("before").unwrap(), "reads go on");
+        assert!(
+            !store.contains("m").unwrap(),
+            "the failed mark is not in flight forever"
+        );
+        assert!(!store.contains("x").unwrap());
+        drop(store);
+
+        let store = Store::open(dir.path()).unwrap();
+        let written = strike == Strike::AfterWrite;
+        // All of the failed transaction or none of it.
+        assert_eq!(store.contains("m").unwrap(), written);
+        assert_eq!(store.get("rows", "k").unwrap().is_some(), written);
+        assert_eq!(store.offset("s", 0).unwrap(), written.then_some(7));
+        assert_eq!(store.outbox().peek(10).unwrap().len(), usize::from(written));
+        assert!(!store.contains("x").unwrap());
+        assert!(store.contains("before").unwrap());
+        let mut txn = store.transaction();
+        txn.mark("after-reopen").unwrap();
+        assert!(matches!(txn.commit().unwrap(), CommitOutcome::Committed(_)));
+    }
+
+    #[test]
+    fn a_write_failing_before_the_log_poisons_the_store() {
+        poisoning(Strike::BeforeWrite);
+    }
+
+    #[test]
+    fn a_write_failing_after_the_log_poisons_the_store() {
+        poisoning(Strike::AfterWrite);
+    }
+
+    #[test]
+    fn a_failed_check_and_mark_leaves_the_id_unmarked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.engine().cold.fault.arm(1, Strike::BeforeWrite);
+        assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+        assert!(matches!(
+            store.check_and_mark_batch(&["b", "c"]),
+            Err(Error::Io { .. })
+        ));
+        assert_eq!(
+            store.contains_batch(&["a", "b", "c"]).unwrap(),
+            [true, false, false]
+        );
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.check_and_mark_batch(&["a", "b", "c"]).unwrap()[1..],
+            [Outcome::New, Outcome::New]
+        );
     }
 }

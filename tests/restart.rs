@@ -66,8 +66,8 @@ fn child_marks_until_killed() {
                 .iter()
                 .all(|o| *o == Outcome::New)
         );
-        writeln!(out, "ack {id}").unwrap();
-        out.flush().unwrap();
+        // One write of a whole line: the kill cannot tear it (pipe writes this short are atomic).
+        out.write_all(format!("ack {id}\n").as_bytes()).unwrap();
     }
 }
 

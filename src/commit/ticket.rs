@@ -1,6 +1,6 @@
 //! [`Ticket`]: a commit in flight, to wait on or `.await`, with no async runtime.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::txn::CommitOutcome;
 use parking_lot::{Condvar, Mutex};
 use std::future::Future;
@@ -28,9 +28,10 @@ struct Slot {
     taken: bool,
 }
 
-/// The committer's end of a ticket.
+/// The committer's end of a ticket. Dropped without completing (the committer stopped), it
+/// completes the ticket with an error, so no waiter hangs.
 pub(crate) struct Completion {
-    state: Arc<State>,
+    state: Option<Arc<State>>,
 }
 
 impl Ticket {
@@ -40,7 +41,7 @@ impl Ticket {
             Self {
                 state: Arc::clone(&state),
             },
-            Completion { state },
+            Completion { state: Some(state) },
         )
     }
 
@@ -89,13 +90,31 @@ impl Future for Ticket {
 }
 
 impl Completion {
-    pub(crate) fn complete(self, outcome: Result<CommitOutcome>) {
+    pub(crate) fn complete(mut self, outcome: Result<CommitOutcome>) {
+        if let Some(state) = self.state.take() {
+            state.complete(outcome);
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(state) = self.state.take() {
+            state.complete(Err(Error::Poisoned {
+                cause: "the committer stopped before this transaction was written".into(),
+            }));
+        }
+    }
+}
+
+impl State {
+    fn complete(&self, outcome: Result<CommitOutcome>) {
         let waker = {
-            let mut slot = self.state.slot.lock();
+            let mut slot = self.slot.lock();
             slot.outcome = Some(outcome);
             slot.waker.take()
         };
-        self.state.done.notify_all();
+        self.done.notify_all();
         if let Some(waker) = waker {
             waker.wake();
         }
@@ -104,6 +123,8 @@ impl Completion {
 
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ticket").field("done", &self.is_done()).finish()
+        f.debug_struct("Ticket")
+            .field("done", &self.is_done())
+            .finish()
     }
 }

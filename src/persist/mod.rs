@@ -1,41 +1,67 @@
 //! The cold tier: RocksDB on local disk.
 //!
-//! Column families: `meta` (the [`meta`] record) and one per [`generations`] generation of
-//! marks (key: the 16-byte fingerprint, value: the mark time as 8 big-endian bytes of
-//! milliseconds since the Unix epoch). `docs/format.md` describes the layout.
+//! Column families: `meta` (the [`meta`] record and the outbox's next sequence number), one per
+//! [`generations`] generation of marks, `offsets`, `outbox`, and `table.<name>` for each of the
+//! consumer's tables ([`layout`]). `docs/format.md` describes the layout.
+//!
+//! Every write is one `WriteBatch` through the write-ahead log. The first write that fails
+//! poisons the store: every later write returns [`Error::Poisoned`], so a write whose fate is
+//! unknown (a failed fsync) is never followed by others; reopening recovers.
 
+mod directory;
+mod fault;
 mod generations;
+mod layout;
 mod meta;
 mod options;
+mod staged;
+
+#[cfg(any(test, fuzzing))]
+pub(crate) use fault::Strike;
+pub use layout::{MAX_STREAM_NAME, MAX_TABLE_NAME};
+pub(crate) use layout::{offset_key, table_cf};
+pub(crate) use staged::{Row, Staged};
 
 use crate::config::{Durability, Settings};
 use crate::error::{Error, Result};
 use crate::id::{Fingerprint, namespace_seed};
 use crate::window::Window;
+use bytes::Bytes;
+use directory::META_CF;
 use generations::Generation;
-use meta::{FORMAT_VERSION, Meta};
+use layout::{OFFSETS_CF, OUTBOX_CF, decode_u64};
+use meta::Meta;
 use options::Sizing;
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
-    ColumnFamilyDescriptor, DBWithThreadMode, FlushOptions, MultiThreaded, Options, WriteBatch,
-    WriteOptions,
+    BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, FlushOptions, IteratorMode,
+    MultiThreaded, Options, WriteBatch, WriteOptions,
 };
-use std::fs::{self, File, TryLockError};
-use std::path::{Path, PathBuf};
+use std::fs::{self, File};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 type Db = DBWithThreadMode<MultiThreaded>;
 
-const META_CF: &str = "meta";
 const META_KEY: &[u8] = b"meta";
-/// The file whose lock marks the directory as in use. RocksDB's own `LOCK` is not enough: it
-/// is taken only after RocksDB has started to write into the directory.
-pub(crate) const LOCK_FILE: &str = "dedupstore.lock";
+/// The outbox's next sequence number, u64 big-endian, in column family `meta`.
+const OUTBOX_NEXT_KEY: &[u8] = b"outbox_next";
 
 pub(crate) struct Cold {
     // Field order is drop order: the database closes before the lock is released.
     db: Db,
     generations: RwLock<Vec<Generation>>,
     generation_options: Mutex<Options>,
+    /// Options of new table column families; its lock also serialises their creation.
+    table_options: Mutex<Options>,
+    /// The next outbox sequence number; locked across every write that adds outbox events, so
+    /// sequence numbers follow commit order.
+    outbox_next: Mutex<u64>,
+    /// Why the store is poisoned, once a write has failed.
+    poisoned: OnceLock<String>,
+    #[cfg(any(test, fuzzing))]
+    pub(crate) fault: fault::FaultPoint,
     window: Window,
     span: u64,
     sync: bool,
@@ -51,26 +77,33 @@ pub(crate) struct Opened {
     pub complete_from: u64,
 }
 
+/// An outbox event: its sequence number (commit order) and payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Position in commit order, from 0, never reused.
+    pub seq: u64,
+    /// The payload, as given to [`Transaction::outbox`](crate::Transaction::outbox).
+    pub payload: Bytes,
+}
+
 impl Cold {
     /// Opens (or creates) the store at `settings.path`. Reads only the list of column families
-    /// and the meta record: nothing proportional to the window.
+    /// and the meta CF: nothing proportional to the window.
     pub(crate) fn open(settings: &Settings, now: u64) -> Result<Opened> {
         let path = settings.path.clone();
         fs::create_dir_all(&path)
             .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        let existing = inspect(&path)?;
-        let lock = lock(&path)?;
+        let existing = directory::inspect(&path)?;
+        let lock = directory::lock(&path)?;
 
         let window = Window::new(settings.window_ms, settings.slots);
         let sizing = Sizing::for_capacity(settings.capacity);
         let cache = rocksdb::Cache::new_lru_cache(options::in_memory(sizing.block_cache));
         let mut generations = Vec::new();
-        let mut descriptors = Vec::new();
-        for name in existing.iter().chain(std::iter::once(&META_CF.to_owned())) {
-            if descriptors
-                .iter()
-                .any(|d: &ColumnFamilyDescriptor| d.name() == name)
-            {
+        let mut descriptors: Vec<ColumnFamilyDescriptor> = Vec::new();
+        let always = [META_CF, OFFSETS_CF, OUTBOX_CF].map(str::to_owned);
+        for name in existing.iter().chain(&always) {
+            if descriptors.iter().any(|d| d.name() == name) {
                 continue;
             }
             let options = match Generation::parse(name) {
@@ -79,9 +112,10 @@ impl Cold {
                     options::generation(sizing, &cache)
                 }
                 Some(Err(detail)) => return Err(corrupt_layout(&path, detail)),
-                None if name == META_CF || name == rocksdb::DEFAULT_COLUMN_FAMILY_NAME => {
-                    options::database(sizing)
+                None if always.contains(name) || layout::is_table_cf(name) => {
+                    options::table(sizing, &cache)
                 }
+                None if name == rocksdb::DEFAULT_COLUMN_FAMILY_NAME => options::database(sizing),
                 None => {
                     return Err(corrupt_layout(
                         &path,
@@ -99,6 +133,11 @@ impl Cold {
             db,
             generations: RwLock::new(generations),
             generation_options: Mutex::new(options::generation(sizing, &cache)),
+            table_options: Mutex::new(options::table(sizing, &cache)),
+            outbox_next: Mutex::new(0),
+            poisoned: OnceLock::new(),
+            #[cfg(any(test, fuzzing))]
+            fault: fault::FaultPoint::default(),
             window,
             span: generations::span(window),
             sync: settings.durability == Durability::Synced,
@@ -106,6 +145,7 @@ impl Cold {
             _lock: lock,
         };
         cold.check_meta(settings, now)?;
+        *cold.outbox_next.lock() = cold.stored_outbox_next()?;
         cold.drop_dead_generations(now, true)?;
         let complete_from = cold
             .generations
@@ -174,26 +214,79 @@ impl Cold {
         Ok(())
     }
 
-    /// Writes `marks` (fingerprint, mark time) in one batch through the write-ahead log, into
-    /// the newest generation (opening a new one when time has passed its end).
-    pub(crate) fn write_marks(&self, marks: &[(Fingerprint, u64)]) -> Result<()> {
-        let Some(latest) = marks.iter().map(|m| m.1).max() else {
-            return Ok(());
-        };
-        loop {
-            // Holding the read lock across the write keeps the generation from being dropped.
-            let generations = self.generations.read();
-            if let Some(newest) = generations.last().filter(|g| latest < g.end) {
-                let cf = self.cf(&newest.name)?;
-                let mut batch = WriteBatch::default();
-                for (fp, t) in marks {
-                    batch.put_cf(&cf, fp.key(), t.to_be_bytes());
-                }
-                return self.write(batch);
-            }
-            drop(generations);
-            self.open_generation(latest)?;
+    fn stored_outbox_next(&self) -> Result<u64> {
+        let stored = self
+            .db
+            .get_pinned_cf(&self.cf(META_CF)?, OUTBOX_NEXT_KEY)
+            .map_err(|e| Error::rocks("reading the outbox sequence", &e))?;
+        stored.map_or(Ok(0), |v| decode_u64(&v, || "the outbox sequence".into()))
+    }
+
+    /// Writes a group of transactions in one batch through the write-ahead log: marks into the
+    /// newest generation (opening a new one when time has passed its end), rows into their
+    /// tables (created on first use), offsets, and outbox events numbered in commit order.
+    /// Returns each transaction's outbox sequence numbers.
+    pub(crate) fn write_staged(&self, group: &[&Staged]) -> Result<Vec<Range<u64>>> {
+        self.check_poison()?;
+        for row in group.iter().flat_map(|s| &s.rows) {
+            self.ensure_table(&row.cf)?;
         }
+        let latest = group.iter().flat_map(|s| s.marks.iter().map(|m| m.1)).max();
+        // Holding the read lock across the write keeps the generation from being dropped.
+        let generations = loop {
+            let generations = self.generations.read();
+            match latest {
+                Some(t) if generations.last().is_none_or(|g| t >= g.end) => {
+                    drop(generations);
+                    self.open_generation(t)?;
+                }
+                _ => break generations,
+            }
+        };
+        let marks_cf = match latest {
+            Some(_) => generations.last().map(|g| self.cf(&g.name)).transpose()?,
+            None => None,
+        };
+        let mut outbox_next = group
+            .iter()
+            .any(|s| !s.outbox.is_empty())
+            .then(|| self.outbox_next.lock());
+        let mut seq = outbox_next.as_deref().copied().unwrap_or(0);
+        let mut batch = WriteBatch::default();
+        let mut ranges = Vec::with_capacity(group.len());
+        let (offsets_cf, outbox_cf) = (self.cf(OFFSETS_CF)?, self.cf(OUTBOX_CF)?);
+        for staged in group {
+            if let Some(cf) = &marks_cf {
+                for (fp, t) in &staged.marks {
+                    batch.put_cf(cf, fp.key(), t.to_be_bytes());
+                }
+            }
+            for row in &staged.rows {
+                let cf = self.cf(&row.cf)?;
+                match &row.value {
+                    Some(value) => batch.put_cf(&cf, &row.key, value),
+                    None => batch.delete_cf(&cf, &row.key),
+                }
+            }
+            for (key, offset) in &staged.offsets {
+                batch.put_cf(&offsets_cf, key, offset.to_be_bytes());
+            }
+            let first = seq;
+            for payload in &staged.outbox {
+                batch.put_cf(&outbox_cf, seq.to_be_bytes(), payload);
+                seq += 1;
+            }
+            ranges.push(first..seq);
+        }
+        if let Some(next) = outbox_next.as_deref_mut() {
+            batch.put_cf(&self.cf(META_CF)?, OUTBOX_NEXT_KEY, seq.to_be_bytes());
+            self.write(batch)?;
+            *next = seq;
+        } else {
+            self.write(batch)?;
+        }
+        drop(generations);
+        Ok(ranges)
     }
 
     /// The newest live mark of `fp` at `now`, looking through every live generation, newest
@@ -205,16 +298,12 @@ impl Cold {
             if self.window.range_expired(g.end, now) {
                 break; // it and every older generation hold only dead marks
             }
-            let cf = self.cf(&g.name)?;
             let found = self
                 .db
-                .get_pinned_cf(&cf, key)
+                .get_pinned_cf(&self.cf(&g.name)?, key)
                 .map_err(|e| Error::rocks(format!("reading {}", g.name), &e))?;
             if let Some(value) = found {
-                let t = decode_time(&value).ok_or_else(|| Error::Corruption {
-                    what: format!("mark in {}", g.name),
-                    detail: format!("value of {} bytes, expected 8", value.len()),
-                })?;
+                let t = decode_u64(&value, || format!("a mark in {}", g.name))?;
                 if self.window.is_live(t, now) {
                     return Ok(Some(t));
                 }
@@ -223,16 +312,64 @@ impl Cold {
         Ok(None)
     }
 
+    /// A row of a consumer table (`cf` as [`table_cf`] names it).
+    pub(crate) fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Bytes>> {
+        let Some(handle) = self.db.cf_handle(cf) else {
+            return Ok(None); // the table was never written
+        };
+        let value = self
+            .db
+            .get_pinned_cf(&handle, key)
+            .map_err(|e| Error::rocks(format!("reading {cf}"), &e))?;
+        Ok(value.map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    /// A stored consumer offset, by [`offset_key`].
+    pub(crate) fn offset(&self, key: &[u8]) -> Result<Option<u64>> {
+        let value = self
+            .db
+            .get_pinned_cf(&self.cf(OFFSETS_CF)?, key)
+            .map_err(|e| Error::rocks("reading an offset", &e))?;
+        value
+            .map(|v| decode_u64(&v, || "an offset".into()))
+            .transpose()
+    }
+
+    /// The first `limit` outbox events, in commit order.
+    pub(crate) fn outbox_peek(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let cf = self.cf(OUTBOX_CF)?;
+        let mut entries = Vec::new();
+        for item in self.db.iterator_cf(&cf, IteratorMode::Start).take(limit) {
+            let (key, payload) = item.map_err(|e| Error::rocks("reading the outbox", &e))?;
+            entries.push(OutboxEntry {
+                seq: decode_u64(&key, || "an outbox key".into())?,
+                payload: Bytes::from(payload.into_vec()),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Removes the outbox events numbered `0..=up_to`, through the write-ahead log.
+    pub(crate) fn outbox_ack(&self, up_to: u64) -> Result<()> {
+        let cf = self.cf(OUTBOX_CF)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(
+            &cf,
+            0u64.to_be_bytes(),
+            up_to.saturating_add(1).to_be_bytes(),
+        );
+        if up_to == u64::MAX {
+            batch.delete_cf(&cf, u64::MAX.to_be_bytes());
+        }
+        self.write(batch)
+    }
+
     /// Flushes every memtable to table files and syncs the write-ahead log.
     pub(crate) fn flush(&self) -> Result<()> {
-        let names: Vec<String> = self
-            .generations
-            .read()
-            .iter()
-            .map(|g| g.name.clone())
-            .collect();
-        for name in names.iter().map(String::as_str).chain([META_CF]) {
-            if let Ok(cf) = self.cf(name) {
+        let names = Db::list_cf(&Options::default(), &self.path)
+            .map_err(|e| Error::rocks("listing column families", &e))?;
+        for name in &names {
+            if let Some(cf) = self.db.cf_handle(name) {
                 self.db
                     .flush_cf(&cf)
                     .map_err(|e| Error::rocks(format!("flushing {name}"), &e))?;
@@ -253,12 +390,55 @@ impl Cold {
         self.generations.read().len()
     }
 
+    fn check_poison(&self) -> Result<()> {
+        match self.poisoned.get() {
+            Some(cause) => Err(Error::Poisoned {
+                cause: cause.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The one place a batch reaches RocksDB. A failure poisons the store.
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.check_poison()?;
+        #[cfg(any(test, fuzzing))]
+        let strike = self.fault.tick();
+        #[cfg(any(test, fuzzing))]
+        if strike == Some(Strike::BeforeWrite) {
+            return Err(self.poison(fault::FaultPoint::error(Strike::BeforeWrite)));
+        }
         let mut options = WriteOptions::default();
         options.set_sync(self.sync);
-        self.db
+        let result = self
+            .db
             .write_opt(batch, &options)
-            .map_err(|e| Error::rocks("writing to the store", &e))
+            .map_err(|e| Error::rocks("writing to the store", &e));
+        #[cfg(any(test, fuzzing))]
+        let result = result.and_then(|()| match strike {
+            Some(s) => Err(fault::FaultPoint::error(s)),
+            None => Ok(()),
+        });
+        result.map_err(|e| self.poison(e))
+    }
+
+    fn poison(&self, error: Error) -> Error {
+        self.poisoned.get_or_init(|| error.to_string());
+        error
+    }
+
+    /// Creates the column family of a table on its first write.
+    fn ensure_table(&self, cf: &str) -> Result<()> {
+        if self.db.cf_handle(cf).is_some() {
+            return Ok(());
+        }
+        let options = self.table_options.lock();
+        if self.db.cf_handle(cf).is_none() {
+            self.db
+                .create_cf(cf, &options)
+                .map_err(|e| Error::rocks(format!("creating {cf}"), &e))?;
+        }
+        Ok(())
     }
 
     /// Opens the generation for marks made at `t`, then drops the generations that died.
@@ -290,8 +470,9 @@ impl Cold {
     /// `include_newest` (writers may be about to write into it).
     fn drop_dead_generations(&self, now: u64, include_newest: bool) -> Result<()> {
         let mut generations = self.generations.write();
-        let keep_from = generations.len() - usize::from(!include_newest && !generations.is_empty());
-        let dead: Vec<usize> = (0..keep_from)
+        let candidates =
+            generations.len() - usize::from(!include_newest && !generations.is_empty());
+        let dead: Vec<usize> = (0..candidates)
             .filter(|&i| self.window.range_expired(generations[i].end, now))
             .collect();
         for &i in dead.iter().rev() {
@@ -303,86 +484,17 @@ impl Cold {
         Ok(())
     }
 
-    fn cf(&self, name: &str) -> Result<std::sync::Arc<rocksdb::BoundColumnFamily<'_>>> {
+    fn cf(&self, name: &str) -> Result<Arc<BoundColumnFamily<'_>>> {
         self.db.cf_handle(name).ok_or_else(|| Error::Corruption {
             what: format!("column family {name}"),
-            detail: "listed but not open".into(),
+            detail: "expected but not open".into(),
         })
     }
 }
 
-/// The time stored in a mark's value.
-fn decode_time(value: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(value.try_into().ok()?))
-}
-
-fn corrupt_layout(path: &Path, detail: String) -> Error {
+fn corrupt_layout(path: &std::path::Path, detail: String) -> Error {
     Error::Corruption {
         what: format!("column families of {}", path.display()),
         detail,
-    }
-}
-
-fn expected_format() -> String {
-    format!("a dedupstore (format {FORMAT_VERSION}) or an empty directory")
-}
-
-/// The column families of the store at `path` (none if it is new), refusing directories that
-/// hold something else. Writes nothing.
-fn inspect(path: &Path) -> Result<Vec<String>> {
-    if path.join("CURRENT").exists() {
-        let names = Db::list_cf(&Options::default(), path).map_err(|e| {
-            Error::rocks(format!("listing column families of {}", path.display()), &e)
-        })?;
-        if !names.iter().any(|n| n == META_CF) {
-            return Err(Error::IncompatibleFormat {
-                path: path.to_owned(),
-                found: format!("a RocksDB database with column families {names:?}"),
-                expected: expected_format(),
-            });
-        }
-        return Ok(names);
-    }
-    let entries =
-        fs::read_dir(path).map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        // What RocksDB leaves behind if creating a database was interrupted before CURRENT.
-        let leftover = name == LOCK_FILE
-            || ["LOCK", "LOG", "IDENTITY"].contains(&name.as_ref())
-            || ["LOG.old.", "MANIFEST-", "OPTIONS-"]
-                .iter()
-                .any(|p| name.starts_with(p));
-        if !leftover {
-            return Err(Error::IncompatibleFormat {
-                path: path.to_owned(),
-                found: format!("a directory that holds {name:?} and no database"),
-                expected: expected_format(),
-            });
-        }
-    }
-    Ok(Vec::new())
-}
-
-/// Takes the directory's lock: an exclusive `flock`, which also conflicts with a second open in
-/// the same process. Released when the returned file is closed.
-fn lock(path: &Path) -> Result<File> {
-    let lock_path = path.join(LOCK_FILE);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(Error::Locked {
-            path: path.to_owned(),
-        }),
-        Err(TryLockError::Error(e)) => {
-            Err(Error::io(format!("locking {}", lock_path.display()), e))
-        }
     }
 }

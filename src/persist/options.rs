@@ -77,6 +77,19 @@ pub(crate) fn in_memory(bytes: u64) -> usize {
     usize::try_from(bytes).unwrap_or(usize::MAX)
 }
 
+/// Options of the column families of the consumer's own data (tables, offsets, outbox) and of
+/// `meta`: point lookups by key, with Bloom filters.
+pub(crate) fn table(sizing: Sizing, cache: &Cache) -> Options {
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(cache);
+    table.set_bloom_filter(10.0, false);
+    let mut o = Options::default();
+    o.set_block_based_table_factory(&table);
+    o.set_compression_type(DBCompressionType::None);
+    o.set_write_buffer_size(in_memory(sizing.write_buffer));
+    o
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,140 @@
+//! [`Engine`]: the state every `Store` handle and the committer share (both tiers, the store's
+//! time) and the claim protocol that makes check-and-mark exact.
+//!
+//! A mark is *claimed* under its stripe lock: looked up, asked of the disk if the stripe's miss
+//! is not authoritative, and inserted as a pending entry. Concurrent callers then see it
+//! in flight. Once the write that carries the mark returns, the claim is *settled*: durable, or
+//! removed if the write failed.
+
+use crate::clock::{StoreTime, from_unix_millis};
+use crate::config::Settings;
+use crate::error::Result;
+use crate::id::{Fingerprint, namespace_seed};
+use crate::persist::{Cold, Staged};
+use crate::store::Outcome;
+use crate::wheel::{Hot, HotTier, Stamps, Stripe};
+use crate::window::Window;
+use std::sync::Arc;
+
+pub(crate) struct Engine {
+    pub hot: HotTier,
+    pub cold: Cold,
+    time: StoreTime,
+    window: Window,
+    stamps: Stamps,
+    namespace_seed: u64,
+}
+
+/// A pending mark, claimed in the hot tier, to write and settle.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Claim {
+    pub fp: Fingerprint,
+    seq: u64,
+    /// The mark time.
+    pub at: u64,
+}
+
+impl Engine {
+    pub(crate) fn open(settings: &Settings) -> Result<Self> {
+        let time = StoreTime::new(Arc::clone(&settings.clock));
+        let opened = Cold::open(settings, time.now_millis())?;
+        let window = Window::new(settings.window_ms, settings.slots);
+        Ok(Self {
+            hot: HotTier::new(
+                settings.stripes,
+                settings.capacity,
+                settings.memory_budget,
+                opened.complete_from,
+            ),
+            cold: opened.cold,
+            time,
+            window,
+            stamps: Stamps::new(window),
+            namespace_seed: namespace_seed(&settings.namespace),
+        })
+    }
+
+    pub(crate) fn window(&self) -> Window {
+        self.window
+    }
+
+    /// Validates `id` and fingerprints it; `position` names it within a batch.
+    pub(crate) fn fingerprint(&self, id: &[u8], position: Option<usize>) -> Result<Fingerprint> {
+        Fingerprint::of(self.namespace_seed, id, position)
+    }
+
+    /// Decides `fp` under its stripe's lock; if it is new, claims it and records the claim in
+    /// `claims`. A fingerprint already claimed in `claims` is answered `Duplicate`: the claim
+    /// will be durable by the time the caller's write returns.
+    pub(crate) fn claim(&self, fp: Fingerprint, claims: &mut Vec<Claim>) -> Result<Outcome> {
+        let mut stripe = self.hot.stripe(fp).lock();
+        // Read under the lock, so times within a stripe never decrease.
+        let now = self.time.now_millis();
+        match stripe.lookup(fp, self.window, self.stamps, now) {
+            Hot::Durable { first_seen } => return Ok(duplicate(first_seen)),
+            Hot::Pending { seq, first_seen } => {
+                let ours = claims.iter().any(|c| c.seq == seq && c.fp == fp);
+                return Ok(if ours {
+                    duplicate(first_seen)
+                } else {
+                    Outcome::InFlight
+                });
+            }
+            Hot::Absent => {}
+        }
+        if let Some(first_seen) = self.cold_lookup(&mut stripe, fp, now)? {
+            return Ok(duplicate(first_seen));
+        }
+        let seq = stripe.insert_pending(fp, self.window, self.stamps, now);
+        claims.push(Claim { fp, seq, at: now });
+        Ok(Outcome::New)
+    }
+
+    /// Settles claims once their write returned: durable if `written`, forgotten otherwise.
+    pub(crate) fn settle(&self, claims: &[Claim], written: bool) {
+        for c in claims {
+            self.hot.stripe(c.fp).lock().settle(c.seq, written);
+        }
+    }
+
+    /// Writes the marks of `claims` in one batch, directly (not through the committer), and
+    /// settles them.
+    pub(crate) fn write_claims(&self, claims: &[Claim]) -> Result<()> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let staged = Staged::marks(claims.iter().map(|c| (c.fp, c.at)).collect());
+        let written = self.cold.write_staged(&[&staged]).map(drop);
+        self.settle(claims, written.is_ok());
+        written
+    }
+
+    /// What [`claim`](Self::claim) would answer for `fp`, without claiming it.
+    pub(crate) fn check(&self, fp: Fingerprint) -> Result<Outcome> {
+        let mut stripe = self.hot.stripe(fp).lock();
+        let now = self.time.now_millis();
+        Ok(match stripe.lookup(fp, self.window, self.stamps, now) {
+            Hot::Durable { first_seen } => duplicate(first_seen),
+            Hot::Pending { .. } => Outcome::InFlight,
+            Hot::Absent => self
+                .cold_lookup(&mut stripe, fp, now)?
+                .map_or(Outcome::New, duplicate),
+        })
+    }
+
+    /// Asks the disk about a fingerprint the stripe does not hold, unless the stripe's miss is
+    /// authoritative. Runs under the stripe lock, so no other caller can claim `fp` meanwhile.
+    fn cold_lookup(&self, stripe: &mut Stripe, fp: Fingerprint, now: u64) -> Result<Option<u64>> {
+        if stripe.authoritative(self.window, now) {
+            return Ok(None);
+        }
+        stripe.counters.cold_lookups += 1;
+        self.cold.find_live(fp, now)
+    }
+}
+
+fn duplicate(first_seen: u64) -> Outcome {
+    Outcome::Duplicate {
+        first_seen: from_unix_millis(first_seen),
+    }
+}

@@ -1,0 +1,32 @@
+//! [`Staged`]: one transaction's writes, validated and encoded, waiting to be written.
+
+use crate::id::Fingerprint;
+use bytes::Bytes;
+
+#[derive(Debug, Default)]
+pub(crate) struct Staged {
+    /// Claimed marks: fingerprint and mark time.
+    pub marks: Vec<(Fingerprint, u64)>,
+    /// Puts (`Some` value) and deletes (`None`) into the consumer's tables, by column family.
+    pub rows: Vec<Row>,
+    /// Offset keys and offsets.
+    pub offsets: Vec<(Vec<u8>, u64)>,
+    /// Outbox payloads, in the order they were added.
+    pub outbox: Vec<Bytes>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Row {
+    pub cf: String,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+}
+
+impl Staged {
+    pub(crate) fn marks(marks: Vec<(Fingerprint, u64)>) -> Self {
+        Self {
+            marks,
+            ..Self::default()
+        }
+    }
+}

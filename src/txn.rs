@@ -1,0 +1,265 @@
+//! [`Transaction`]: record-and-mark, the atomic write.
+
+use crate::commit::{Request, Ticket};
+use crate::error::{Error, Result};
+use crate::id::Fingerprint;
+use crate::persist::{Row, Staged, offset_key, table_cf};
+use crate::store::{Outcome, Store};
+use bytes::Bytes;
+use std::ops::Range;
+
+/// Marks, table rows, consumer offsets and outbox events, committed as one atomic write.
+///
+/// Made by [`Store::transaction`]. After any crash, all of it is on disk or none of it. If any
+/// mark is a duplicate (or in flight), nothing is written and the outcome names those IDs.
+///
+/// ```
+/// use dedupstore::{CommitOutcome, Store};
+/// # let dir = tempfile::tempdir()?;
+/// let store = Store::open(dir.path())?;
+///
+/// let mut txn = store.transaction();
+/// txn.mark("payment-7")?
+///     .put("balances", "alice", "90")?
+///     .set_offset("payments", 0, 1_043)?
+///     .outbox("{\"debited\": \"alice\"}");
+/// match txn.commit()? {
+///     CommitOutcome::Committed(receipt) => println!("outbox events {:?}", receipt.outbox),
+///     CommitOutcome::Rejected(conflicts) => println!("already done: {conflicts:?}"),
+/// }
+/// assert_eq!(store.get("balances", "alice")?.as_deref(), Some(&b"90"[..]));
+/// assert_eq!(store.offset("payments", 0)?, Some(1_043));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "a transaction does nothing until it is committed or submitted"]
+pub struct Transaction<'a> {
+    store: &'a Store,
+    marks: Vec<(Bytes, Fingerprint)>,
+    staged: Staged,
+}
+
+/// What became of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum CommitOutcome {
+    /// Everything was written, atomically and with the store's durability.
+    Committed(Receipt),
+    /// Nothing was written: these marks were already present, or in flight.
+    Rejected(Vec<Conflict>),
+}
+
+/// What a committed transaction was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The sequence numbers of its outbox events, in the order they were added (empty if it
+    /// added none).
+    pub outbox: Range<u64>,
+}
+
+/// A mark that kept a transaction from committing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The ID, as given to [`Transaction::mark`].
+    pub id: Bytes,
+    /// [`Outcome::Duplicate`] or [`Outcome::InFlight`].
+    pub outcome: Outcome,
+}
+
+impl<'a> Transaction<'a> {
+    pub(crate) fn new(store: &'a Store) -> Self {
+        Self {
+            store,
+            marks: Vec::new(),
+            staged: Staged::default(),
+        }
+    }
+
+    /// Marks `id` as seen, if the transaction commits. Marking one ID twice marks it once.
+    ///
+    /// # Errors
+    /// [`Error::InvalidId`](crate::Error::InvalidId), with the mark's position in the
+    /// transaction; the transaction is unchanged.
+    pub fn mark(&mut self, id: impl AsRef<[u8]>) -> Result<&mut Self> {
+        let id = id.as_ref();
+        let fp = self
+            .store
+            .engine()
+            .fingerprint(id, Some(self.marks.len()))?;
+        if !self.marks.iter().any(|(_, f)| *f == fp) {
+            self.marks.push((Bytes::copy_from_slice(id), fp));
+        }
+        Ok(self)
+    }
+
+    /// Sets `key` to `value` in the consumer's table `table` (created on first use).
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`](crate::Error::InvalidName) unless `table` is 1..=64 ASCII letters,
+    /// digits, `_` or `-`.
+    pub fn put(
+        &mut self,
+        table: &str,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<&mut Self> {
+        self.staged.rows.push(Row {
+            cf: table_cf(table)?,
+            key: key.as_ref().to_vec(),
+            value: Some(value.as_ref().to_vec()),
+        });
+        Ok(self)
+    }
+
+    /// Deletes `key` from the consumer's table `table`.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put).
+    pub fn delete(&mut self, table: &str, key: impl AsRef<[u8]>) -> Result<&mut Self> {
+        self.staged.rows.push(Row {
+            cf: table_cf(table)?,
+            key: key.as_ref().to_vec(),
+            value: None,
+        });
+        Ok(self)
+    }
+
+    /// Stores the consumer's offset in partition `partition` of stream `stream`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidName`](crate::Error::InvalidName) unless `stream` is 1..=255 bytes.
+    pub fn set_offset(&mut self, stream: &str, partition: u32, offset: u64) -> Result<&mut Self> {
+        self.staged
+            .offsets
+            .push((offset_key(stream, partition)?, offset));
+        Ok(self)
+    }
+
+    /// Adds an event to the outbox. Events get sequence numbers in commit order.
+    pub fn outbox(&mut self, payload: impl AsRef<[u8]>) -> &mut Self {
+        self.staged
+            .outbox
+            .push(Bytes::copy_from_slice(payload.as_ref()));
+        self
+    }
+
+    /// Commits and waits: [`submit`](Self::submit) then [`Ticket::wait`].
+    ///
+    /// # Errors
+    /// An error reading the disk while checking the marks, or writing the transaction: then
+    /// nothing of it is marked, the message must not be acked, and a failed write poisons the
+    /// store ([`Error::Poisoned`](crate::Error::Poisoned) until reopened).
+    pub fn commit(self) -> Result<CommitOutcome> {
+        self.submit()?.wait()
+    }
+
+    /// Checks and claims the marks now, then queues the write for the committer, which merges
+    /// it with the other queued transactions into one write (and, with
+    /// [`Durability::Synced`](crate::Durability::Synced), one fsync). One thread can keep many
+    /// transactions in flight this way. Blocks only if thousands are already queued.
+    ///
+    /// While the ticket is pending, its marks are in flight: concurrent checks of them answer
+    /// [`Outcome::InFlight`], and transactions that share one are rejected.
+    ///
+    /// # Errors
+    /// An error reading the disk while checking the marks (nothing is claimed), or
+    /// [`Error::Poisoned`](crate::Error::Poisoned) if the committer has stopped.
+    pub fn submit(self) -> Result<Ticket> {
+        let engine = self.store.engine();
+        // Claims are taken in fingerprint order and stop at the first conflict, so of two
+        // transactions that share IDs, the one that claims the smallest shared ID first gets
+        // all of them: exactly one commits.
+        let order = claim_order(&self.marks);
+        let mut claims = Vec::with_capacity(self.marks.len());
+        let mut conflicts = Vec::new();
+        for &i in &order {
+            let fp = self.marks[i].1;
+            // After a conflict, the remaining marks are only looked at, to name them all.
+            let outcome = if conflicts.is_empty() {
+                engine.claim(fp, &mut claims)
+            } else {
+                engine.check(fp)
+            };
+            match outcome {
+                Ok(Outcome::New) => {}
+                Ok(outcome) => conflicts.push((i, outcome)),
+                Err(e) => {
+                    engine.settle(&claims, false);
+                    return Err(e);
+                }
+            }
+        }
+        if !conflicts.is_empty() {
+            engine.settle(&claims, false);
+            conflicts.sort_unstable_by_key(|c| c.0);
+            let conflicts = conflicts
+                .into_iter()
+                .map(|(i, outcome)| Conflict {
+                    id: self.marks[i].0.clone(),
+                    outcome,
+                })
+                .collect();
+            return Ok(Ticket::ready(Ok(CommitOutcome::Rejected(conflicts))));
+        }
+        let mut staged = self.staged;
+        staged.marks = claims.iter().map(|c| (c.fp, c.at)).collect();
+        let (ticket, done) = Ticket::new();
+        if let Err(unsent) = self.store.committer().submit(Request {
+            staged,
+            claims,
+            done,
+        }) {
+            engine.settle(&unsent, false);
+            return Err(Error::Poisoned {
+                cause: "the committer thread has stopped".into(),
+            });
+        }
+        Ok(ticket)
+    }
+}
+
+/// The order in which a transaction claims its marks: by fingerprint, the same global order for
+/// every transaction.
+fn claim_order(marks: &[(Bytes, Fingerprint)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..marks.len()).collect();
+    order.sort_unstable_by_key(|&i| marks[i].1.key());
+    order
+}
+
+impl std::fmt::Debug for Transaction<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("marks", &self.marks.len())
+            .field("rows", &self.staged.rows.len())
+            .field("offsets", &self.staged.offsets.len())
+            .field("outbox", &self.staged.outbox.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two transactions that share IDs, marked in opposite orders, claim the shared IDs in the
+    /// same order: the one that wins the first shared ID meets no claim of the other's later.
+    #[test]
+    fn shared_ids_are_claimed_in_one_global_order() {
+        let mark = |id: &str| {
+            (
+                Bytes::copy_from_slice(id.as_bytes()),
+                Fingerprint::of(0, id.as_bytes(), None).unwrap(),
+            )
+        };
+        let one = [mark("x"), mark("own-1"), mark("y"), mark("z")];
+        let two = [mark("z"), mark("y"), mark("own-2"), mark("x")];
+        let shared = |marks: &[(Bytes, Fingerprint)]| -> Vec<Bytes> {
+            claim_order(marks)
+                .into_iter()
+                .map(|i| marks[i].0.clone())
+                .filter(|id| !id.starts_with(b"own"))
+                .collect()
+        };
+        assert_eq!(shared(&one), shared(&two));
+        assert_eq!(shared(&one).len(), 3);
+    }
+}

@@ -1,0 +1,310 @@
+//! Record-and-mark transactions: marks, table rows, offsets and outbox events commit together or
+//! not at all; a duplicate mark rejects the whole transaction and names itself; concurrent
+//! transactions sharing an ID commit exactly once; tickets keep many commits in flight and
+//! merge into groups.
+
+use dedupstore::{CommitOutcome, Error, Outcome, Store, Ticket};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Barrier};
+use std::task::{Context, Poll, Wake, Waker};
+
+fn committed(outcome: CommitOutcome) -> std::ops::Range<u64> {
+    match outcome {
+        CommitOutcome::Committed(receipt) => receipt.outbox,
+        CommitOutcome::Rejected(c) => panic!("rejected: {c:?}"),
+    }
+}
+
+#[test]
+fn everything_commits_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut txn = store.transaction();
+    txn.mark("pay-1").unwrap();
+    txn.put("balances", "alice", "90").unwrap();
+    txn.put("ledger", "1", "alice -10").unwrap();
+    txn.set_offset("payments", 3, 101).unwrap();
+    txn.outbox("debited alice").outbox("receipt 1");
+    assert_eq!(committed(txn.commit().unwrap()), 0..2);
+
+    assert!(matches!(
+        store.check_and_mark("pay-1").unwrap(),
+        Outcome::Duplicate { .. }
+    ));
+    assert_eq!(
+        store.get("balances", "alice").unwrap().as_deref(),
+        Some(&b"90"[..])
+    );
+    assert_eq!(
+        store.get("ledger", "1").unwrap().as_deref(),
+        Some(&b"alice -10"[..])
+    );
+    assert_eq!(store.get("ledger", "2").unwrap(), None);
+    assert_eq!(store.get("never-written", "x").unwrap(), None);
+    assert_eq!(store.offset("payments", 3).unwrap(), Some(101));
+    assert_eq!(store.offset("payments", 4).unwrap(), None);
+    let events = store.outbox().peek(10).unwrap();
+    assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [0, 1]);
+    assert_eq!(events[1].payload, "receipt 1");
+
+    // Deletes, and offsets that move on, in a transaction without marks.
+    let mut txn = store.transaction();
+    txn.delete("balances", "alice")
+        .unwrap()
+        .set_offset("payments", 3, 102)
+        .unwrap();
+    assert!(committed(txn.commit().unwrap()).is_empty());
+    assert_eq!(store.get("balances", "alice").unwrap(), None);
+    assert_eq!(store.offset("payments", 3).unwrap(), Some(102));
+}
+
+#[test]
+fn a_duplicate_rejects_everything_and_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.check_and_mark_batch(&["a", "c"]).unwrap();
+
+    let mut txn = store.transaction();
+    txn.mark("a").unwrap().mark("b").unwrap().mark("c").unwrap();
+    txn.put("rows", "k", "v")
+        .unwrap()
+        .set_offset("s", 0, 5)
+        .unwrap()
+        .outbox("e");
+    match txn.commit().unwrap() {
+        CommitOutcome::Rejected(conflicts) => {
+            let ids: Vec<&[u8]> = conflicts.iter().map(|c| &c.id[..]).collect();
+            assert_eq!(ids, [b"a", b"c"]);
+            assert!(
+                conflicts
+                    .iter()
+                    .all(|c| matches!(c.outcome, Outcome::Duplicate { .. }))
+            );
+        }
+        CommitOutcome::Committed(_) => panic!("committed a duplicate"),
+    }
+    assert!(!store.contains("b").unwrap(), "the new mark was released");
+    assert_eq!(store.get("rows", "k").unwrap(), None);
+    assert_eq!(store.offset("s", 0).unwrap(), None);
+    assert!(store.outbox().peek(10).unwrap().is_empty());
+
+    // Marking one ID twice in a transaction marks it once.
+    let mut txn = store.transaction();
+    txn.mark("b").unwrap().mark("b").unwrap();
+    committed(txn.commit().unwrap());
+}
+
+#[test]
+fn bad_names_and_ids_are_refused_when_added() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut txn = store.transaction();
+    txn.mark("ok").unwrap();
+    assert!(matches!(
+        txn.mark(""),
+        Err(Error::InvalidId {
+            position: Some(1),
+            len: 0
+        })
+    ));
+    assert!(matches!(
+        txn.put("bad name", "k", "v"),
+        Err(Error::InvalidName { what: "table", .. })
+    ));
+    assert!(matches!(
+        txn.delete("", "k"),
+        Err(Error::InvalidName { what: "table", .. })
+    ));
+    assert!(matches!(
+        txn.set_offset("", 0, 1),
+        Err(Error::InvalidName { what: "stream", .. })
+    ));
+    assert!(matches!(
+        store.get("a/b", "k"),
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(matches!(
+        store.offset(&"s".repeat(256), 0),
+        Err(Error::InvalidName { .. })
+    ));
+    // The refused additions left the transaction as it was.
+    committed(txn.commit().unwrap());
+    assert!(store.contains("ok").unwrap());
+}
+
+#[test]
+fn concurrent_transactions_sharing_an_id_commit_once() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let wins: Vec<AtomicU32> = (0..ROUNDS).map(|_| AtomicU32::new(0)).collect();
+    let barrier = Barrier::new(THREADS);
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let (store, wins, barrier) = (&store, &wins, &barrier);
+            s.spawn(move || {
+                for (round, won) in wins.iter().enumerate() {
+                    barrier.wait();
+                    // Two shared IDs, marked in opposite orders by odd and even threads.
+                    let shared = [format!("shared-{round}-a"), format!("shared-{round}-b")];
+                    let mut txn = store.transaction();
+                    txn.mark(&shared[t % 2]).unwrap();
+                    txn.mark(format!("own-{t}-{round}")).unwrap();
+                    txn.mark(&shared[1 - t % 2]).unwrap();
+                    txn.put("winners", format!("{round}-{t}"), "won").unwrap();
+                    if let CommitOutcome::Committed(_) = txn.commit().unwrap() {
+                        won.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    for (round, w) in wins.iter().enumerate() {
+        let winners: Vec<usize> = (0..THREADS)
+            .filter(|t| {
+                store
+                    .get("winners", format!("{round}-{t}"))
+                    .unwrap()
+                    .is_some()
+            })
+            .collect();
+        // A round can also have no winner: every transaction saw another's claim in flight.
+        assert!(
+            w.load(Ordering::Relaxed) <= 1,
+            "round {round}: {} commits",
+            w.load(Ordering::Relaxed)
+        );
+        assert_eq!(
+            winners.len() as u32,
+            w.load(Ordering::Relaxed),
+            "round {round}"
+        );
+        for t in 0..THREADS {
+            assert_eq!(
+                store.contains(format!("own-{t}-{round}")).unwrap(),
+                winners == [t]
+            );
+        }
+    }
+    assert!(
+        wins.iter()
+            .filter(|w| w.load(Ordering::Relaxed) == 1)
+            .count()
+            > ROUNDS / 2
+    );
+}
+
+#[test]
+fn one_thread_keeps_many_commits_in_flight_and_they_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let tickets: Vec<Ticket> = (0..2_000)
+        .map(|i| {
+            let mut txn = store.transaction();
+            txn.mark(format!("m-{i}"))
+                .unwrap()
+                .set_offset("s", 0, i + 1)
+                .unwrap()
+                .outbox(format!("{i}"));
+            txn.submit().unwrap()
+        })
+        .collect();
+    let ranges: Vec<_> = tickets
+        .into_iter()
+        .map(|t| committed(t.wait().unwrap()))
+        .collect();
+    // Sequence numbers follow submission order from one thread.
+    assert!(
+        ranges
+            .iter()
+            .enumerate()
+            .all(|(i, r)| *r == (i as u64..i as u64 + 1))
+    );
+    assert_eq!(store.offset("s", 0).unwrap(), Some(2_000));
+    let stats = store.stats();
+    assert_eq!(stats.committed_transactions, 2_000);
+    assert!(stats.largest_commit_group > 1, "{stats:?}");
+    assert!(stats.commit_groups < 2_000, "{stats:?}");
+}
+
+/// Polls a future to completion on this thread, parking between polls.
+fn block_on<F: Future>(future: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+#[test]
+fn tickets_can_be_awaited() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut txn = store.transaction();
+    txn.mark("async").unwrap().outbox("e");
+    let ticket = txn.submit().unwrap();
+    assert_eq!(committed(block_on(ticket).unwrap()), 0..1);
+    let mut txn = store.transaction();
+    txn.mark("async").unwrap();
+    assert!(matches!(
+        block_on(txn.submit().unwrap()).unwrap(),
+        CommitOutcome::Rejected(_)
+    ));
+}
+
+#[test]
+fn the_outbox_keeps_commit_order_and_acks_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        for i in 0..10 {
+            let mut txn = store.transaction();
+            txn.mark(format!("o-{i}"))
+                .unwrap()
+                .outbox(format!("event-{i}"));
+            committed(txn.commit().unwrap());
+        }
+        let outbox = store.outbox();
+        assert_eq!(
+            outbox
+                .peek(3)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect::<Vec<_>>(),
+            [0, 1, 2]
+        );
+        outbox.ack(3).unwrap();
+        outbox.ack(1).unwrap(); // acking again is harmless
+        assert_eq!(outbox.peek(100).unwrap()[0].seq, 4);
+    }
+    // What was acked stays gone after a restart; what was not is read again.
+    let store = Store::open(dir.path()).unwrap();
+    let events = store.outbox().peek(100).unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [4, 5, 6, 7, 8, 9]
+    );
+    assert_eq!(events[0].payload, "event-4");
+    store.outbox().ack(u64::MAX).unwrap();
+    assert!(store.outbox().peek(100).unwrap().is_empty());
+    drop(store);
+    // Sequence numbers are never reused, even once every event is acked.
+    let store = Store::open(dir.path()).unwrap();
+    let mut txn = store.transaction();
+    txn.outbox("later");
+    assert_eq!(committed(txn.commit().unwrap()), 10..11);
+}
