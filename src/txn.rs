@@ -1,6 +1,6 @@
 //! [`Transaction`]: record-and-mark, the atomic write.
 
-use crate::commit::{Request, Ticket};
+use crate::commit::{Prepared, Ticket};
 use crate::error::{Error, Result};
 use crate::id::Fingerprint;
 use crate::persist::{Row, Staged, offset_key, table_cf};
@@ -142,20 +142,30 @@ impl<'a> Transaction<'a> {
         self
     }
 
-    /// Commits and waits: [`submit`](Self::submit) then [`Ticket::wait`].
+    /// Commits and waits for the outcome. Uncontended, the calling thread writes the
+    /// transaction itself; otherwise it joins the committer's next group, as
+    /// [`submit`](Self::submit) then [`Ticket::wait`] would.
     ///
     /// # Errors
     /// An error reading the disk while checking the marks, or writing the transaction: then
     /// nothing of it is marked, the message must not be acked, and a failed write poisons the
     /// store ([`Error::Poisoned`](crate::Error::Poisoned) until reopened).
     pub fn commit(self) -> Result<CommitOutcome> {
-        self.submit()?.wait()
+        let store = self.store;
+        match self.prepare()? {
+            Ok(prepared) => match store.committer().try_commit_now(prepared) {
+                Ok(outcome) => outcome,
+                Err(prepared) => queue(store, prepared)?.wait(),
+            },
+            Err(conflicts) => Ok(CommitOutcome::Rejected(conflicts)),
+        }
     }
 
     /// Checks and claims the marks now, then queues the write for the committer, which merges
     /// it with the other queued transactions into one write (and, with
     /// [`Durability::Synced`](crate::Durability::Synced), one fsync). One thread can keep many
-    /// transactions in flight this way. Blocks only if thousands are already queued.
+    /// transactions in flight this way; they commit in the order they were submitted. Blocks
+    /// only if thousands are already queued.
     ///
     /// While the ticket is pending, its marks are in flight: concurrent checks of them answer
     /// [`Outcome::InFlight`], and transactions that share one are rejected.
@@ -164,6 +174,16 @@ impl<'a> Transaction<'a> {
     /// An error reading the disk while checking the marks (nothing is claimed), or
     /// [`Error::Poisoned`](crate::Error::Poisoned) if the committer has stopped.
     pub fn submit(self) -> Result<Ticket> {
+        let store = self.store;
+        match self.prepare()? {
+            Ok(prepared) => queue(store, prepared),
+            Err(conflicts) => Ok(Ticket::ready(Ok(CommitOutcome::Rejected(conflicts)))),
+        }
+    }
+
+    /// Claims the marks: the transaction ready to write, or the conflicts that reject it (then
+    /// nothing stays claimed).
+    fn prepare(self) -> Result<Result<Prepared, Vec<Conflict>>> {
         let engine = self.store.engine();
         // Claims are taken in fingerprint order and stop at the first conflict, so of two
         // transactions that share IDs, the one that claims the smallest shared ID first gets
@@ -191,30 +211,28 @@ impl<'a> Transaction<'a> {
         if !conflicts.is_empty() {
             engine.settle(&claims, false);
             conflicts.sort_unstable_by_key(|c| c.0);
-            let conflicts = conflicts
+            return Ok(Err(conflicts
                 .into_iter()
                 .map(|(i, outcome)| Conflict {
                     id: self.marks[i].0.clone(),
                     outcome,
                 })
-                .collect();
-            return Ok(Ticket::ready(Ok(CommitOutcome::Rejected(conflicts))));
+                .collect()));
         }
         let mut staged = self.staged;
         staged.marks = claims.iter().map(|c| (c.fp, c.at)).collect();
-        let (ticket, done) = Ticket::new();
-        if let Err(unsent) = self.store.committer().submit(Request {
-            staged,
-            claims,
-            done,
-        }) {
-            engine.settle(&unsent, false);
-            return Err(Error::Poisoned {
-                cause: "the committer thread has stopped".into(),
-            });
-        }
-        Ok(ticket)
+        Ok(Ok(Prepared { staged, claims }))
     }
+}
+
+/// Hands a prepared transaction to the committer.
+fn queue(store: &Store, prepared: Prepared) -> Result<Ticket> {
+    store.committer().submit(prepared).map_err(|unsent| {
+        store.engine().settle(&unsent, false);
+        Error::Poisoned {
+            cause: "the committer thread has stopped".into(),
+        }
+    })
 }
 
 /// The order in which a transaction claims its marks: by fingerprint, the same global order for

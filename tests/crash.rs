@@ -11,7 +11,7 @@
 //! 20 cycles in each durability mode by default; `DEDUPSTORE_CRASH_CYCLES` raises it for a soak
 //! and `DEDUPSTORE_CRASH_SEED` picks the first seed (each cycle uses the next one).
 
-use dedupstore::{CommitOutcome, Durability, Outcome, Store, Ticket};
+use dedupstore::{CommitOutcome, Durability, Outcome, Store, Ticket, Transaction};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -20,7 +20,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 const WRITERS: u32 = 4;
-/// Writers with an even number commit one at a time; odd ones keep this many in flight.
+/// Writers with an even number commit one at a time (`commit`); odd ones keep this many in
+/// flight (`submit`).
 const IN_FLIGHT: usize = 16;
 
 fn stream(t: u32) -> String {
@@ -43,13 +44,13 @@ fn durability(name: &str) -> Durability {
 }
 
 /// One record-and-mark transaction of writer `t`: its `n`th message.
-fn submit(store: &Store, t: u32, n: u64) -> Ticket {
+fn transaction(store: &Store, t: u32, n: u64) -> Transaction<'_> {
     let mut txn = store.transaction();
     txn.mark(id(t, n)).unwrap();
     txn.put("records", id(t, n), payload(t, n)).unwrap();
     txn.set_offset(&stream(t), 0, n + 1).unwrap();
     txn.outbox(payload(t, n));
-    txn.submit().unwrap()
+    txn
 }
 
 /// The child: writers and a relay, reporting on stderr until killed.
@@ -72,11 +73,16 @@ fn crash_child() {
         for t in 0..WRITERS {
             let (store, report) = (&store, &report);
             s.spawn(move || {
-                let depth = if t % 2 == 0 { 1 } else { IN_FLIGHT };
-                let mut in_flight = VecDeque::new();
+                let mut in_flight: VecDeque<(u64, Ticket)> = VecDeque::new();
                 for n in 0u64.. {
-                    in_flight.push_back((n, submit(store, t, n)));
-                    while in_flight.len() >= depth {
+                    if t % 2 == 0 {
+                        let outcome = transaction(store, t, n).commit().unwrap();
+                        assert!(matches!(outcome, CommitOutcome::Committed(_)));
+                        report(format!("ack {t} {n}\n"));
+                        continue;
+                    }
+                    in_flight.push_back((n, transaction(store, t, n).submit().unwrap()));
+                    while in_flight.len() >= IN_FLIGHT {
                         let (n, ticket) = in_flight.pop_front().unwrap();
                         assert!(matches!(
                             ticket.wait().unwrap(),
@@ -243,7 +249,7 @@ fn verify(dir: &Path, mode: &str, reported: &Reported) -> u64 {
         }
     }
     assert!(matches!(
-        submit(&store, WRITERS, 0).wait().unwrap(),
+        transaction(&store, WRITERS, 0).commit().unwrap(),
         CommitOutcome::Committed(_)
     ));
     total

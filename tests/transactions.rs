@@ -230,6 +230,36 @@ fn one_thread_keeps_many_commits_in_flight_and_they_group() {
     assert!(stats.commit_groups < 2_000, "{stats:?}");
 }
 
+#[test]
+fn a_commit_never_overtakes_the_same_threads_submissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for round in 0..50u64 {
+        let tickets: Vec<Ticket> = (0..20)
+            .map(|i| {
+                let mut txn = store.transaction();
+                txn.set_offset("s", 0, round * 100 + i)
+                    .unwrap()
+                    .outbox("queued");
+                txn.submit().unwrap()
+            })
+            .collect();
+        let mut txn = store.transaction();
+        txn.set_offset("s", 0, round * 100 + 99)
+            .unwrap()
+            .outbox("last");
+        let last = committed(txn.commit().unwrap());
+        assert_eq!(
+            store.offset("s", 0).unwrap(),
+            Some(round * 100 + 99),
+            "round {round}"
+        );
+        for ticket in tickets {
+            assert!(committed(ticket.wait().unwrap()).end <= last.start);
+        }
+    }
+}
+
 /// Polls a future to completion on this thread, parking between polls.
 fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);

@@ -1,32 +1,31 @@
 //! `dedupstore demo`: an at-least-once consumer on an embedded store, crashed midway.
 //!
-//! The parent plays the broker. It starts a worker process that consumes the stream in poll
-//! batches, marking each batch with one `check_and_mark_batch` and acking it on stdout, and kills
-//! it with `SIGKILL` at a random moment. It then reopens the store and redelivers from its last
-//! commit, a point before the crash, as a broker redelivers what was not acked. Finally it checks
-//! every outcome against the stream it generated.
+//! The consumer applies each message with one record-and-mark transaction: the mark, the
+//! message's effect (a row keyed by delivery in a table named after the stream) and its offset
+//! commit together. A worker process consumes the stream, keeping many transactions in flight, and the
+//! parent kills it with `SIGKILL` at a random moment. The parent then reopens the store and
+//! resumes from the stored offset, a point before the crash. Finally it checks the effects on
+//! disk against the stream it generated: every message applied exactly once.
 
 use super::StreamArgs;
 use super::stream::{Stream, index};
-use dedupstore::{Outcome, Store};
+use dedupstore::{CommitOutcome, Outcome, Store, Ticket};
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::HashSet;
+use std::collections::VecDeque;
 use std::error::Error;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-/// The broker commits acked deliveries every this many batches; a restart redelivers from the
-/// last commit.
-const COMMIT_EVERY_BATCHES: u64 = 20;
+/// The partition the demo's offsets are stored under.
+const PARTITION: u32 = 0;
+/// Transactions the consumer keeps in flight.
+const IN_FLIGHT: usize = 256;
 
-const NEW: u8 = b'N';
-const DUPLICATE: u8 = b'D';
-const IN_FLIGHT: u8 = b'I';
-const NONE: u8 = 0;
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-pub fn run(dir: Option<PathBuf>, args: StreamArgs) -> Result<ExitCode, Box<dyn Error>> {
+pub fn run(dir: Option<PathBuf>, args: StreamArgs) -> Result<ExitCode> {
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     let stream = Stream::generate(args, seed);
     let temp;
@@ -46,64 +45,46 @@ pub fn run(dir: Option<PathBuf>, args: StreamArgs) -> Result<ExitCode, Box<dyn E
     let progress = progress_bar(n);
     let started = Instant::now();
 
-    // Phase 1: a worker process, killed at a random moment.
-    let kill_after = if n >= 4 {
-        fastrand::u64(n / 4..n * 3 / 4)
-    } else {
-        0
-    };
-    let mut first_run = vec![NONE; index(n)];
-    let acked = run_worker(&dir, args, seed, kill_after, &mut first_run, &progress)?;
+    // A worker process, killed at a random moment.
+    let kill_after = fastrand::u64(n / 4..=n * 3 / 4);
+    let acked = run_worker(&dir, args, seed, kill_after, &progress)?;
 
-    // Phase 2: reopen and resume from the broker's last commit.
+    // Reopen and resume from the offset committed with the effects.
     let reopened = Instant::now();
     let store = Store::open(&dir)?;
     let open_time = reopened.elapsed();
-    let commit_every = args.batch * COMMIT_EVERY_BATCHES;
-    let resume = acked - acked % commit_every;
+    let resume = store.offset(&stream.name(), PARTITION)?.unwrap_or(0);
     progress.suspend(|| {
         println!(
-            "demo: worker killed with SIGKILL after {acked} acked deliveries; store reopened in {open_time:?}, broker redelivers from {resume}"
+            "demo: worker killed with SIGKILL after acking {acked} deliveries; store reopened in {open_time:.1?}, stored offset {resume}"
         );
     });
-    let mut second_run = vec![NONE; index(n)];
-    consume(&store, &stream, resume, args.batch, |start, outcomes| {
-        second_run[index(start)..index(start) + outcomes.len()].copy_from_slice(outcomes);
-        progress.inc(outcomes.len() as u64);
-        Ok(())
-    })?;
+    if acked > resume {
+        return Err(format!(
+            "deliveries up to {acked} were acked but the stored offset is {resume}"
+        )
+        .into());
+    }
+    progress.set_position(resume);
+    consume(&store, &stream, |_| progress.inc(1))?;
     progress.finish_and_clear();
     let elapsed = started.elapsed();
 
-    let report = Report::check(
-        &stream,
-        &first_run,
-        &second_run,
-        acked,
-        resume,
-        args.batch,
-        &store,
-    )?;
-    let stats = store.stats();
+    let report = Report::check(&stream, &store)?;
     println!(
-        "demo: {:.2} s in all; after the restart {} checks went to disk while the in-memory tier refilled",
+        "demo: {:.2} s in all; after the restart {} checks went to disk while the in-memory tier refilled; {} transactions in {} group commits",
         elapsed.as_secs_f64(),
-        stats.cold_lookups
+        store.stats().cold_lookups,
+        store.stats().committed_transactions,
+        store.stats().commit_groups,
     );
-    if report.crashed_batch_applied > 0 {
-        println!(
-            "demo: the batch in flight at the kill had been written but not acked: its {} new messages came back as duplicates",
-            report.crashed_batch_applied
-        );
-    }
     for problem in &report.problems {
         println!("demo: PROBLEM: {problem}");
     }
     println!(
-        "demo: {} delivered, {} new, {} duplicates dropped, {} applied twice, {} lost",
-        report.delivered,
-        report.new,
-        report.delivered - report.new,
+        "demo: {n} delivered, {} new, {} duplicates dropped, {} applied twice, {} lost",
+        report.applied,
+        n - report.applied,
         report.applied_twice,
         report.lost
     );
@@ -114,58 +95,93 @@ pub fn run(dir: Option<PathBuf>, args: StreamArgs) -> Result<ExitCode, Box<dyn E
     })
 }
 
-/// Consumes deliveries from `from` to the end in batches of `batch`, handing each batch's
-/// outcomes to `ack`.
-fn consume(
-    store: &Store,
-    stream: &Stream,
-    from: u64,
-    batch: u64,
-    mut ack: impl FnMut(u64, &[u8]) -> Result<(), Box<dyn Error>>,
-) -> Result<(), Box<dyn Error>> {
-    let mut start = from;
-    while start < stream.len() {
-        let end = (start + batch).min(stream.len());
-        let outcomes: Vec<u8> = store
-            .check_and_mark_batch(&stream.ids(start..end))?
-            .into_iter()
-            .map(|o| match o {
-                Outcome::New => NEW,
-                Outcome::Duplicate { .. } => DUPLICATE,
-                Outcome::InFlight => IN_FLIGHT,
-            })
-            .collect();
-        ack(start, &outcomes)?;
-        start = end;
+/// Consumes the stream from the stored offset to the end, calling `acked` with each delivery,
+/// in order, once its transaction has committed.
+fn consume(store: &Store, stream: &Stream, mut acked: impl FnMut(u64)) -> Result<()> {
+    // Deliveries in flight, in order; `None` once known to be committed.
+    let mut in_flight: VecDeque<(u64, Option<Ticket>)> = VecDeque::with_capacity(IN_FLIGHT);
+    let mut i = store.offset(&stream.name(), PARTITION)?.unwrap_or(0);
+    while i < stream.len() {
+        let message = stream.deliveries[index(i)];
+        let mut txn = store.transaction();
+        txn.mark(stream.id(message))?;
+        txn.put(&stream.name(), i.to_be_bytes(), message.to_be_bytes())?;
+        txn.set_offset(&stream.name(), PARTITION, i + 1)?;
+        let ticket = txn.submit()?;
+        // A conflict is decided when the transaction is submitted.
+        let ticket = if ticket.is_done() {
+            match ticket.wait()? {
+                CommitOutcome::Committed(_) => None,
+                CommitOutcome::Rejected(conflicts)
+                    if conflicts.iter().any(|c| c.outcome == Outcome::InFlight) =>
+                {
+                    // Its first delivery is one of ours still in flight: wait, then decide again.
+                    while let Some(entry) = in_flight.pop_front() {
+                        settle(entry, &mut acked)?;
+                    }
+                    continue;
+                }
+                CommitOutcome::Rejected(_) => {
+                    // A duplicate: drop it, committing only the offset.
+                    let mut txn = store.transaction();
+                    txn.set_offset(&stream.name(), PARTITION, i + 1)?;
+                    Some(txn.submit()?)
+                }
+            }
+        } else {
+            Some(ticket)
+        };
+        in_flight.push_back((i, ticket));
+        while in_flight.len() >= IN_FLIGHT {
+            if let Some(entry) = in_flight.pop_front() {
+                settle(entry, &mut acked)?;
+            }
+        }
+        i += 1;
+    }
+    while let Some(entry) = in_flight.pop_front() {
+        settle(entry, &mut acked)?;
     }
     Ok(())
 }
 
-/// The worker process: consumes from `from`, acking each batch as a line `<start> <outcomes>`
-/// on stdout once its marks are written.
-pub fn worker(dir: &Path, args: StreamArgs, from: u64) -> Result<ExitCode, Box<dyn Error>> {
+fn settle((i, ticket): (u64, Option<Ticket>), acked: &mut impl FnMut(u64)) -> Result<()> {
+    if let Some(ticket) = ticket
+        && let CommitOutcome::Rejected(c) = ticket.wait()?
+    {
+        return Err(format!("delivery {i} rejected in flight: {c:?}").into());
+    }
+    acked(i);
+    Ok(())
+}
+
+/// The worker process: consumes from the stored offset, acking deliveries on stdout as lines
+/// `ack <n>` (every delivery below `n` is committed).
+pub fn worker(dir: &Path, args: StreamArgs) -> Result<ExitCode> {
     let seed = args.seed.ok_or("the worker needs --seed")?;
     let stream = Stream::generate(args, seed);
     let store = Store::open(dir)?;
     let mut out = std::io::stdout().lock();
-    consume(&store, &stream, from, args.batch, |start, outcomes| {
-        writeln!(out, "{start} {}", String::from_utf8_lossy(outcomes))?;
-        out.flush()?;
-        Ok(())
+    let mut result = Ok(());
+    consume(&store, &stream, |i| {
+        if result.is_ok() && (i + 1) % 100 == 0 {
+            // One write of a whole line: a kill cannot tear it.
+            result = out.write_all(format!("ack {}\n", i + 1).as_bytes());
+        }
     })?;
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a worker from the start of the stream and kills it once `kill_after` deliveries are
-/// acked. Records acked outcomes in `outcomes`; returns how many deliveries were acked.
+/// Runs a worker and kills it once it has acked `kill_after` deliveries, a moment later.
+/// Returns how many deliveries it acked.
 fn run_worker(
     dir: &Path,
     args: StreamArgs,
     seed: u64,
     kill_after: u64,
-    outcomes: &mut [u8],
     progress: &ProgressBar,
-) -> Result<u64, Box<dyn Error>> {
+) -> Result<u64> {
     let mut child = Command::new(std::env::current_exe()?)
         .arg("demo-worker")
         .arg("--dir")
@@ -173,12 +189,9 @@ fn run_worker(
         .args(["--messages", &args.messages.to_string()])
         .args(["--redeliver-percent", &args.redeliver_percent.to_string()])
         .args(["--seed", &seed.to_string()])
-        .args(["--batch", &args.batch.to_string()])
-        .args(["--from", "0"])
         .stdout(Stdio::piped())
         .spawn()?;
-    let stdout = child.stdout.take().ok_or("worker has no stdout")?;
-    let mut reader = BufReader::new(stdout);
+    let mut reader = BufReader::new(child.stdout.take().ok_or("worker has no stdout")?);
     let mut acked = 0u64;
     let mut killed = false;
     let mut line = String::new();
@@ -188,19 +201,14 @@ fn run_worker(
         if reader.read_line(&mut line)? == 0 || !line.ends_with('\n') {
             break;
         }
-        let (start, batch) = line
+        acked = line
             .trim_end()
-            .split_once(' ')
-            .ok_or_else(|| format!("worker wrote {line:?}"))?;
-        if start.parse::<u64>()? != acked {
-            return Err(format!("worker acked {start} out of order, expected {acked}").into());
-        }
-        let batch = batch.as_bytes();
-        outcomes[index(acked)..index(acked) + batch.len()].copy_from_slice(batch);
-        acked += batch.len() as u64;
+            .strip_prefix("ack ")
+            .ok_or_else(|| format!("worker wrote {line:?}"))?
+            .parse()?;
         progress.set_position(acked);
         if !killed && acked >= kill_after {
-            // A moment later, so that the kill lands anywhere in the worker's next batch.
+            // A moment later, so that the kill lands anywhere in the work in flight.
             std::thread::sleep(Duration::from_micros(fastrand::u64(0..2_000)));
             child.kill()?; // SIGKILL
             killed = true;
@@ -213,110 +221,53 @@ fn run_worker(
     Ok(acked)
 }
 
-/// The demo's verdict, computed from the outcomes against the stream.
+/// The verdict, read from the effects on disk.
 struct Report {
-    delivered: u64,
-    /// Messages applied (a `New` outcome), counting the crashed batch's if it was written.
-    new: u64,
+    /// Applications: rows of `applied`.
+    applied: u64,
     applied_twice: u64,
     lost: u64,
-    crashed_batch_applied: u64,
     problems: Vec<String>,
 }
 
 impl Report {
-    fn check(
-        stream: &Stream,
-        first_run: &[u8],
-        second_run: &[u8],
-        acked: u64,
-        resume: u64,
-        batch: u64,
-        store: &Store,
-    ) -> Result<Self, Box<dyn Error>> {
-        let n = stream.len();
+    fn check(stream: &Stream, store: &Store) -> Result<Self> {
         let mut problems = Vec::new();
-        let mut applied = vec![0u32; index(stream.messages)];
-        let expected = |i: u64| {
-            if stream.first[index(i)] {
-                NEW
-            } else {
-                DUPLICATE
-            }
-        };
-        let mut mismatch = |run: &str, i: u64, got: u8, want: u8| {
-            if problems.len() < 10 {
+        let mut applications = vec![0u32; index(stream.messages)];
+        let mut applied = 0;
+        for i in 0..stream.len() {
+            let Some(row) = store.get(&stream.name(), i.to_be_bytes())? else {
+                continue;
+            };
+            applied += 1;
+            let message = u32::from_be_bytes(row[..].try_into()?);
+            applications[message as usize] += 1;
+            if message != stream.deliveries[index(i)] || !stream.first[index(i)] {
                 problems.push(format!(
-                    "{run} run, delivery {i} (message {}): got {:?}, expected {:?}",
-                    stream.deliveries[index(i)],
-                    got as char,
-                    want as char
+                    "delivery {i} applied message {message}, not a first delivery"
                 ));
             }
-        };
-
-        for i in 0..acked {
-            let got = first_run[index(i)];
-            if got != expected(i) {
-                mismatch("first", i, got, expected(i));
-            }
         }
-        // The batch in flight at the kill was written whole or not at all: its first deliveries
-        // come back all as duplicates (written) or all as new (not written).
-        let crashed = acked..(acked + batch).min(n);
-        let firsts: Vec<u64> = crashed
-            .clone()
-            .filter(|&i| stream.first[index(i)])
-            .collect();
-        let written = firsts
-            .iter()
-            .filter(|&&i| second_run[index(i)] == DUPLICATE)
-            .count();
-        if written != 0 && written != firsts.len() {
-            mismatch("second", acked, b'?', b'?');
+        let offset = store.offset(&stream.name(), PARTITION)?.unwrap_or(0);
+        if offset != stream.len() {
+            problems.push(format!("stored offset {offset}, expected {}", stream.len()));
         }
-        let crashed_batch_written = written != 0 && written == firsts.len();
-        for i in resume..n {
-            let got = second_run[index(i)];
-            let want = if i < acked || (crashed_batch_written && crashed.contains(&i)) {
-                DUPLICATE
-            } else {
-                expected(i)
-            };
-            if got != want {
-                mismatch("second", i, got, want);
-            }
+        let mut unmarked = 0;
+        for chunk in (0..u32::try_from(stream.messages)?)
+            .collect::<Vec<_>>()
+            .chunks(10_000)
+        {
+            let ids: Vec<String> = chunk.iter().map(|&m| stream.id(m)).collect();
+            unmarked += store.contains_batch(&ids)?.iter().filter(|&&c| !c).count() as u64;
         }
-
-        let news = (0..acked)
-            .filter(|&i| first_run[index(i)] == NEW)
-            .chain((resume..n).filter(|&i| second_run[index(i)] == NEW))
-            .chain(firsts.iter().copied().filter(|_| crashed_batch_written));
-        for i in news {
-            applied[stream.deliveries[index(i)] as usize] += 1;
-        }
-        let unmarked = unmarked_messages(stream, store)?;
-        let lost = applied.iter().filter(|&&a| a == 0).count() as u64;
         if unmarked > 0 {
-            problems.push(format!("{unmarked} messages are not marked in the store"));
+            problems.push(format!("{unmarked} messages are not marked"));
         }
-        let delivered = acked
-            + (n - resume)
-            + if crashed_batch_written {
-                crashed.end - crashed.start
-            } else {
-                0
-            };
+        problems.truncate(10);
         Ok(Self {
-            delivered,
-            new: applied.iter().map(|&a| u64::from(a)).sum(),
-            applied_twice: applied.iter().filter(|&&a| a > 1).count() as u64,
-            lost: lost.max(unmarked),
-            crashed_batch_applied: if crashed_batch_written {
-                firsts.len() as u64
-            } else {
-                0
-            },
+            applied,
+            applied_twice: applications.iter().filter(|&&a| a > 1).count() as u64,
+            lost: applications.iter().filter(|&&a| a == 0).count() as u64,
             problems,
         })
     }
@@ -325,25 +276,8 @@ impl Report {
         self.problems.is_empty()
             && self.applied_twice == 0
             && self.lost == 0
-            && self.new == stream.messages
+            && self.applied == stream.messages
     }
-}
-
-/// How many of the stream's messages the store does not hold.
-fn unmarked_messages(stream: &Stream, store: &Store) -> Result<u64, Box<dyn Error>> {
-    let mut unmarked = 0;
-    let all: Vec<u32> = stream
-        .deliveries
-        .iter()
-        .copied()
-        .collect::<HashSet<u32>>()
-        .into_iter()
-        .collect();
-    for chunk in all.chunks(10_000) {
-        let ids: Vec<String> = chunk.iter().map(|&m| stream.id(m)).collect();
-        unmarked += store.contains_batch(&ids)?.iter().filter(|&&c| !c).count() as u64;
-    }
-    Ok(unmarked)
 }
 
 fn progress_bar(len: u64) -> ProgressBar {

@@ -28,8 +28,8 @@ enum Command {
 /// The stream a demo consumes.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct StreamArgs {
-    /// Deliveries in the stream.
-    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Deliveries in the stream (at least 1,000, so that the crash lands midway).
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=1 << 32))]
     messages: u64,
     /// Share of deliveries that redeliver an earlier message, in percent (0..=100).
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u8).range(0..=100))]
@@ -37,9 +37,6 @@ pub struct StreamArgs {
     /// Seed of the stream (random unless given).
     #[arg(long)]
     seed: Option<u64>,
-    /// Deliveries per poll batch.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
-    batch: u64,
 }
 
 #[derive(Debug, Args)]
@@ -57,15 +54,12 @@ struct WorkerArgs {
     dir: PathBuf,
     #[command(flatten)]
     stream: StreamArgs,
-    /// First delivery to process.
-    #[arg(long)]
-    from: u64,
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
         Command::Demo(args) => demo::run(args.dir, args.stream),
-        Command::DemoWorker(args) => demo::worker(&args.dir, args.stream, args.from),
+        Command::DemoWorker(args) => demo::worker(&args.dir, args.stream),
     }
 }

@@ -42,6 +42,13 @@ impl Stream {
         }
     }
 
+    /// The stream's name, unique to its seed: the demo's offsets and its table of effects
+    /// (key: delivery number, u64 BE; value: message number, u32 BE) go by it, so runs in one
+    /// directory never mix.
+    pub fn name(&self) -> String {
+        format!("demo-{:016x}", self.seed)
+    }
+
     /// The ID of message `number`: unique to this stream's seed, so runs never share IDs.
     pub fn id(&self, number: u32) -> String {
         format!("msg-{:016x}-{number}", self.seed)
@@ -49,15 +56,6 @@ impl Stream {
 
     pub fn len(&self) -> u64 {
         self.deliveries.len() as u64
-    }
-
-    /// IDs of deliveries `range`.
-    pub fn ids(&self, range: std::ops::Range<u64>) -> Vec<String> {
-        let (start, end) = (index(range.start), index(range.end));
-        self.deliveries[start..end]
-            .iter()
-            .map(|&m| self.id(m))
-            .collect()
     }
 }
 
@@ -76,7 +74,6 @@ mod tests {
             messages: 100_000,
             redeliver_percent: 30,
             seed: None,
-            batch: 1,
         };
         let s = Stream::generate(args, 7);
         let redelivered = s.first.iter().filter(|f| !**f).count();

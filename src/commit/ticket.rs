@@ -6,17 +6,42 @@ use parking_lot::{Condvar, Mutex};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+/// The longest a waiter spins before it sleeps.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
+
+/// Spins until `done()` or `limit` has passed; returns whether `done()` held.
+pub(crate) fn spin_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if done() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= limit {
+            return done();
+        }
+    }
+}
 
 /// A submitted transaction. [`wait`](Ticket::wait) blocks for its outcome; `.await` yields it
 /// in any executor. Dropping a ticket does not cancel the commit.
 #[must_use = "a ticket is how you learn whether the commit succeeded"]
 pub struct Ticket {
     state: Arc<State>,
+    /// How long `wait` spins before it sleeps.
+    spin: Duration,
 }
 
 #[derive(Default)]
 struct State {
+    /// Set once `slot.outcome` is; read without the lock while spinning.
+    ready: AtomicBool,
     slot: Mutex<Slot>,
     done: Condvar,
 }
@@ -35,11 +60,13 @@ pub(crate) struct Completion {
 }
 
 impl Ticket {
-    pub(crate) fn new() -> (Self, Completion) {
+    /// A pending ticket whose waiter spins for `spin` before it sleeps.
+    pub(crate) fn new(spin: Duration) -> (Self, Completion) {
         let state = Arc::new(State::default());
         (
             Self {
                 state: Arc::clone(&state),
+                spin,
             },
             Completion { state: Some(state) },
         )
@@ -47,7 +74,7 @@ impl Ticket {
 
     /// A ticket that is already complete.
     pub(crate) fn ready(outcome: Result<CommitOutcome>) -> Self {
-        let (ticket, completion) = Self::new();
+        let (ticket, completion) = Self::new(Duration::ZERO);
         completion.complete(outcome);
         ticket
     }
@@ -57,6 +84,9 @@ impl Ticket {
     /// # Errors
     /// As [`Transaction::commit`](crate::Transaction::commit).
     pub fn wait(self) -> Result<CommitOutcome> {
+        // When commits complete within microseconds, spinning a little saves the wake-up of a
+        // sleeping thread, which costs more than the write itself.
+        spin_until(self.spin, || self.state.ready.load(Ordering::Acquire));
         let mut slot = self.state.slot.lock();
         loop {
             if let Some(outcome) = slot.outcome.take() {
@@ -70,7 +100,7 @@ impl Ticket {
     /// Whether the outcome is known (`wait` would not block).
     #[must_use]
     pub fn is_done(&self) -> bool {
-        self.state.slot.lock().outcome.is_some()
+        self.state.ready.load(Ordering::Acquire)
     }
 }
 
@@ -112,6 +142,7 @@ impl State {
         let waker = {
             let mut slot = self.slot.lock();
             slot.outcome = Some(outcome);
+            self.ready.store(true, Ordering::Release);
             slot.waker.take()
         };
         self.done.notify_all();
