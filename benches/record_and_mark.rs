@@ -99,6 +99,11 @@ fn run_raw(db: &DB, sync: bool, next: &mut u64, count: u64, depth: usize) -> Dur
     start.elapsed()
 }
 
+/// A pause between runs, so that the one closed last has let go of the cores.
+fn settle() {
+    std::thread::sleep(Duration::from_secs(3));
+}
+
 fn record_and_mark(c: &mut Criterion) {
     let mut group = c.benchmark_group("record_and_mark");
     group.throughput(Throughput::Elements(1));
@@ -107,40 +112,47 @@ fn record_and_mark(c: &mut Criterion) {
     for durability in [Durability::Buffered, Durability::Synced] {
         let mode = mode_name(durability);
         let sync = durability == Durability::Synced;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::builder(dir.path())
-            .durability(durability)
-            .capacity(20_000_000)
-            .open()
-            .unwrap();
-        let raw_dir = tempfile::tempdir().unwrap();
-        let mut options = Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
-        let db = DB::open_cf(
-            &options,
-            raw_dir.path(),
-            ["marks", "records", "offsets", "outbox", "meta"],
-        )
-        .unwrap();
-        let (mut next, mut raw_next) = (0, 0);
         for depth in DEPTHS {
-            let before = store.stats();
+            // Fresh databases for every pair, so that neither inherits the other's compactions.
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::builder(dir.path())
+                .durability(durability)
+                .capacity(20_000_000)
+                .open()
+                .unwrap();
+            let mut next = 0;
             group.bench_function(BenchmarkId::new(format!("dedupstore/{mode}"), depth), |b| {
                 b.iter_custom(|iters| run_store(&store, &mut next, iters, depth));
             });
-            let after = store.stats();
-            let groups = after.commit_groups - before.commit_groups;
-            let txns = after.committed_transactions - before.committed_transactions;
-            let shape = usize::try_from(txns.div_ceil(groups.max(1)))
+            let stats = store.stats();
+            drop(store);
+            settle();
+            // The mean group size, rounded to the nearest whole transaction.
+            let groups = stats.commit_groups.max(1);
+            let shape = usize::try_from((stats.committed_transactions + groups / 2) / groups)
                 .unwrap()
                 .max(1);
             eprintln!(
-                "record_and_mark: {mode}/{depth}: {txns} transactions in {groups} groups; rocksdb writes batches of {shape}"
+                "record_and_mark: {mode}/{depth}: {} transactions in {} groups; rocksdb writes batches of {shape}",
+                stats.committed_transactions, stats.commit_groups
             );
+
+            let raw_dir = tempfile::tempdir().unwrap();
+            let mut options = Options::default();
+            options.create_if_missing(true);
+            options.create_missing_column_families(true);
+            let db = DB::open_cf(
+                &options,
+                raw_dir.path(),
+                ["marks", "records", "offsets", "outbox", "meta"],
+            )
+            .unwrap();
+            let mut raw_next = 0;
             group.bench_function(BenchmarkId::new(format!("rocksdb/{mode}"), depth), |b| {
                 b.iter_custom(|iters| run_raw(&db, sync, &mut raw_next, iters, shape));
             });
+            drop(db);
+            settle();
         }
     }
     group.finish();

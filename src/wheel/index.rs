@@ -28,8 +28,14 @@ pub(crate) struct Index {
 impl Index {
     /// A table with room for `ids` entries at the resized load.
     pub(crate) fn with_capacity(ids: usize) -> Self {
+        // Written, not allocated zeroed: lookups read buckets before inserts write them, and a
+        // zeroed allocation's untouched pages would first be mapped read-only, then copied on
+        // the first write, with a TLB flush on every core the process runs on.
+        let n = buckets_for(ids);
+        let mut buckets = Vec::with_capacity(n);
+        buckets.resize(n, EMPTY);
         Self {
-            buckets: vec![EMPTY; buckets_for(ids)].into_boxed_slice(),
+            buckets: buckets.into_boxed_slice(),
             len: 0,
         }
     }
