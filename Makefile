@@ -15,7 +15,9 @@ demo: deps
 test: deps
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps
 	cargo test --release
+	cargo run --release --quiet --example consumer
 	cargo bench --no-run
 
 bench: deps redis

@@ -6,11 +6,11 @@
 
 mod common;
 
-use common::{Redis, id};
+use common::{Redis, id, raw_rocksdb};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dedupstore::{Outcome, Store};
 use parking_lot::Mutex;
-use rocksdb::{DB, Options, WriteOptions};
+use rocksdb::WriteOptions;
 use std::collections::HashSet;
 use std::hint::black_box;
 
@@ -69,9 +69,7 @@ fn fresh_mark(c: &mut Criterion) {
 
     // Raw RocksDB writing what a mark writes: a 16-byte key and an 8-byte value, through the WAL.
     let raw_dir = tempfile::tempdir().unwrap();
-    let mut options = Options::default();
-    options.create_if_missing(true);
-    let db = DB::open(&options, raw_dir.path()).unwrap();
+    let db = raw_rocksdb(raw_dir.path());
     let write = WriteOptions::default();
     let mut key = 0u128;
     group.bench_function("rocksdb_put", |b| {
@@ -129,9 +127,7 @@ fn batch_mark(c: &mut Criterion) {
     // Raw RocksDB writing what the batch writes: 500 keys of 16 bytes and values of 8, in one
     // WriteBatch through the WAL.
     let raw_dir = tempfile::tempdir().unwrap();
-    let mut options = Options::default();
-    options.create_if_missing(true);
-    let db = DB::open(&options, raw_dir.path()).unwrap();
+    let db = raw_rocksdb(raw_dir.path());
     group.bench_function("rocksdb_write_batch", |b| {
         b.iter_batched(
             || {

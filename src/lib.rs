@@ -32,7 +32,9 @@
 //!   from `t - t0 >= W + S` (`S`, the slot length, is `W / slots`);
 //! - an exact, linearizable check-and-mark: among concurrent callers with one ID, exactly one
 //!   gets [`Outcome::New`], across threads and across restarts;
-//! - crash-safe: every acknowledged mark survives a process crash ([`Durability::Buffered`]) or
+//! - record-and-mark: a [`Transaction`] commits marks together with the consumer's table rows,
+//!   offsets and [`Outbox`] events in one atomic write, with group commit for many in flight;
+//! - crash-safe: every acknowledged write survives a process crash ([`Durability::Buffered`]) or
 //!   power loss ([`Durability::Synced`]);
 //! - memory-speed for IDs in the in-memory tier, bounded on disk by the window.
 //!
@@ -43,7 +45,8 @@
 //!   [`fingerprint`] for the collision odds), never the IDs or the messages;
 //! - not replicated: a copy on another machine is the broker's job, or your backups'.
 //!
-//! `docs/design.md` describes how it works, `docs/format.md` what it writes to disk.
+//! `docs/guarantees.md` states what survives which failure, `docs/design.md` how it works,
+//! `docs/format.md` what it writes to disk.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -69,6 +69,13 @@ impl Drop for Redis {
     }
 }
 
+/// A plain RocksDB database in `dir`, with default options: the raw baseline.
+pub fn raw_rocksdb(dir: &Path) -> rocksdb::DB {
+    let mut options = rocksdb::Options::default();
+    options.create_if_missing(true);
+    rocksdb::DB::open(&options, dir).unwrap()
+}
+
 /// The IDs the benches mark: what a consumer would see, 36 bytes each.
 pub fn id(i: u64) -> String {
     format!(
