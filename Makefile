@@ -1,6 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Each installs what is missing
 # (libclang for RocksDB's bindings) first. Everything builds in the release profile, into a
-# target directory outside the clone, so RocksDB (about 15-30 minutes on two cores) compiles once
+# target directory outside the clone, so RocksDB (about 12 minutes on two cores) compiles once
 # per machine.
 
 CARGO_TARGET_DIR ?= $(HOME)/.cache/dedupstore/target
