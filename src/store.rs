@@ -303,6 +303,12 @@ mod tests {
     }
 
     #[test]
+    fn a_store_is_shared_across_threads() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<Store>();
+    }
+
+    #[test]
     fn a_failed_check_and_mark_leaves_the_id_unmarked() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
