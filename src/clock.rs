@@ -67,9 +67,16 @@ impl Clock for ManualClock {
     }
 }
 
-/// Milliseconds since the Unix epoch; times before it read as 0.
+/// The latest time the store represents: about 285,000 years after 1970. Later readings are
+/// clamped to it, so that time arithmetic never overflows.
+const MAX_MILLIS: u64 = 1 << 53;
+
+/// Milliseconds since the Unix epoch; times before it read as 0, times after [`MAX_MILLIS`] as
+/// [`MAX_MILLIS`].
 pub(crate) fn unix_millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, duration_millis)
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, duration_millis)
+        .min(MAX_MILLIS)
 }
 
 /// Whole milliseconds in `d`, saturating.
@@ -109,6 +116,13 @@ impl StoreTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extreme_readings_are_clamped() {
+        assert_eq!(unix_millis(UNIX_EPOCH - Duration::from_secs(1)), 0);
+        let far = UNIX_EPOCH + Duration::from_secs(u64::MAX / 2);
+        assert_eq!(unix_millis(far), MAX_MILLIS);
+    }
 
     #[test]
     fn store_time_never_goes_back() {

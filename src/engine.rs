@@ -8,12 +8,13 @@
 
 use crate::clock::{StoreTime, from_unix_millis};
 use crate::config::Settings;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::id::{Fingerprint, namespace_seed};
 use crate::persist::{Cold, Staged};
 use crate::store::Outcome;
 use crate::wheel::{Hot, HotTier, Stamps, Stripe};
 use crate::window::Window;
+use std::ops::Range;
 use std::sync::Arc;
 
 pub(crate) struct Engine {
@@ -45,7 +46,7 @@ impl Engine {
                 settings.capacity,
                 settings.memory_budget,
                 opened.complete_from,
-            ),
+            )?,
             cold: opened.cold,
             time,
             window,
@@ -67,13 +68,22 @@ impl Engine {
     /// `claims`. A fingerprint already claimed in `claims` is answered `Duplicate`: the claim
     /// will be durable by the time the caller's write returns.
     pub(crate) fn claim(&self, fp: Fingerprint, claims: &mut Vec<Claim>) -> Result<Outcome> {
+        self.decide(fp, Some(claims))
+    }
+
+    /// What [`claim`](Self::claim) would answer for `fp`, without claiming it.
+    pub(crate) fn check(&self, fp: Fingerprint) -> Result<Outcome> {
+        self.decide(fp, None)
+    }
+
+    fn decide(&self, fp: Fingerprint, claims: Option<&mut Vec<Claim>>) -> Result<Outcome> {
         let mut stripe = self.hot.stripe(fp).lock();
         // Read under the lock, so times within a stripe never decrease.
         let now = self.time.now_millis();
         match stripe.lookup(fp, self.window, self.stamps, now) {
             Hot::Durable { first_seen } => return Ok(duplicate(first_seen)),
             Hot::Pending { seq, first_seen } => {
-                let ours = claims.iter().any(|c| c.seq == seq && c.fp == fp);
+                let ours = claims.is_some_and(|c| c.iter().any(|c| c.seq == seq && c.fp == fp));
                 return Ok(if ours {
                     duplicate(first_seen)
                 } else {
@@ -85,8 +95,17 @@ impl Engine {
         if let Some(first_seen) = self.cold_lookup(&mut stripe, fp, now)? {
             return Ok(duplicate(first_seen));
         }
-        let seq = stripe.insert_pending(fp, self.window, self.stamps, now);
-        claims.push(Claim { fp, seq, at: now });
+        if let Some(claims) = claims {
+            let seq = stripe
+                .insert_pending(fp, self.window, self.stamps, now)
+                .ok_or_else(|| Error::Storage {
+                    context: "claiming a mark".into(),
+                    detail: "its stripe of the in-memory tier is full behind a write that has \
+                             not returned"
+                        .into(),
+                })?;
+            claims.push(Claim { fp, seq, at: now });
+        }
         Ok(Outcome::New)
     }
 
@@ -97,29 +116,27 @@ impl Engine {
         }
     }
 
-    /// Writes the marks of `claims` in one batch, directly (not through the committer), and
-    /// settles them.
+    /// Writes a group of transactions in one batch and settles every claim of the group
+    /// (`claims`, one slice per transaction): the one way a write of marks ends.
+    pub(crate) fn write_and_settle(
+        &self,
+        group: &[&Staged],
+        claims: &[&[Claim]],
+    ) -> Result<Vec<Range<u64>>> {
+        let written = self.cold.write_staged(group);
+        for c in claims {
+            self.settle(c, written.is_ok());
+        }
+        written
+    }
+
+    /// Writes the marks of `claims` in one batch, directly (not through the committer).
     pub(crate) fn write_claims(&self, claims: &[Claim]) -> Result<()> {
         if claims.is_empty() {
             return Ok(());
         }
         let staged = Staged::marks(claims.iter().map(|c| (c.fp, c.at)).collect());
-        let written = self.cold.write_staged(&[&staged]).map(drop);
-        self.settle(claims, written.is_ok());
-        written
-    }
-
-    /// What [`claim`](Self::claim) would answer for `fp`, without claiming it.
-    pub(crate) fn check(&self, fp: Fingerprint) -> Result<Outcome> {
-        let mut stripe = self.hot.stripe(fp).lock();
-        let now = self.time.now_millis();
-        Ok(match stripe.lookup(fp, self.window, self.stamps, now) {
-            Hot::Durable { first_seen } => duplicate(first_seen),
-            Hot::Pending { .. } => Outcome::InFlight,
-            Hot::Absent => self
-                .cold_lookup(&mut stripe, fp, now)?
-                .map_or(Outcome::New, duplicate),
-        })
+        self.write_and_settle(&[&staged], &[claims]).map(drop)
     }
 
     /// Asks the disk about a fingerprint the stripe does not hold, unless the stripe's miss is

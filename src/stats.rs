@@ -8,16 +8,18 @@ pub struct Stats {
     pub hot_ids: u64,
     /// Heap bytes held by the in-memory tier.
     pub hot_bytes: u64,
-    /// Live marks pushed out of the in-memory tier by its memory budget.
+    /// Durable marks pushed out of the in-memory tier by its memory budget (dead ones waiting
+    /// for their slot to expire included).
     pub hot_evictions: u64,
     /// Checks the in-memory tier could not answer alone (after a restart, or over budget), so
     /// that went to disk.
     pub cold_lookups: u64,
     /// Generations (column families of marks) on disk.
     pub generations: usize,
-    /// Writes made by the committer, each merging one or more transactions.
+    /// Writes of transactions: groups merged by the committer, and uncontended commits written
+    /// by their caller (a group of one).
     pub commit_groups: u64,
-    /// Transactions the committer wrote (or failed to write).
+    /// Transactions written (or that failed to write) by those writes.
     pub committed_transactions: u64,
     /// The most transactions merged into one write. The mean is
     /// `committed_transactions / commit_groups`.

@@ -101,11 +101,11 @@ fn bad_names_and_ids_are_refused_when_added() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let mut txn = store.transaction();
-    txn.mark("ok").unwrap();
+    txn.mark("ok").unwrap().mark("ok").unwrap();
     assert!(matches!(
         txn.mark(""),
         Err(Error::InvalidId {
-            position: Some(1),
+            position: Some(2),
             len: 0
         })
     ));
@@ -289,10 +289,14 @@ fn tickets_can_be_awaited() {
     assert_eq!(committed(block_on(ticket).unwrap()), 0..1);
     let mut txn = store.transaction();
     txn.mark("async").unwrap();
+    let mut ticket = txn.submit().unwrap();
     assert!(matches!(
-        block_on(txn.submit().unwrap()).unwrap(),
+        block_on(&mut ticket).unwrap(),
         CommitOutcome::Rejected(_)
     ));
+    // Its outcome was returned: asking again is an error, not a hang or a panic.
+    assert!(matches!(block_on(&mut ticket), Err(Error::Storage { .. })));
+    assert!(matches!(ticket.wait(), Err(Error::Storage { .. })));
 }
 
 #[test]

@@ -134,11 +134,12 @@ impl Committer {
         if self.shared.unfinished.load(Ordering::Acquire) != 0 {
             return Err(prepared);
         }
-        let shared = &*self.shared;
         let started = Instant::now();
-        let written = shared.engine.cold.write_staged(&[&prepared.staged]);
-        shared.counters.record(1, started.elapsed());
-        shared.engine.settle(&prepared.claims, written.is_ok());
+        let written = self
+            .shared
+            .engine
+            .write_and_settle(&[&prepared.staged], &[&prepared.claims]);
+        self.shared.counters.record(1, started.elapsed());
         Ok(written.map(|mut outboxes| {
             CommitOutcome::Committed(Receipt {
                 outbox: outboxes.pop().unwrap_or_default(),
@@ -186,25 +187,25 @@ fn next(receiver: &Receiver<Request>) -> Option<Request> {
 }
 
 fn run(shared: &Shared, receiver: &Receiver<Request>) {
-    let engine = &shared.engine;
     let mut group: Vec<Request> = Vec::with_capacity(MAX_GROUP);
     while let Some(first) = next(receiver) {
         group.push(first);
         group.extend(receiver.try_iter().take(MAX_GROUP - 1));
-        let _token = shared.writer.lock();
+        let token = shared.writer.lock();
         let started = Instant::now();
         let written = {
             let staged: Vec<&Staged> = group.iter().map(|r| &r.prepared.staged).collect();
-            engine.cold.write_staged(&staged)
+            let claims: Vec<&[Claim]> = group.iter().map(|r| &r.prepared.claims[..]).collect();
+            shared.engine.write_and_settle(&staged, &claims)
         };
         shared.counters.record(group.len(), started.elapsed());
-        let size = group.len();
+        shared.unfinished.fetch_sub(group.len(), Ordering::AcqRel);
+        // Claims are settled and the token released before any waiter runs: a caller who
+        // learns of the commit finds its marks durable, and can commit again at once.
+        drop(token);
         match written {
             Ok(outboxes) => {
                 for (request, outbox) in group.drain(..).zip(outboxes) {
-                    // Settled before completion: a caller who learns of the commit finds its
-                    // marks durable.
-                    engine.settle(&request.prepared.claims, true);
                     request
                         .done
                         .complete(Ok(CommitOutcome::Committed(Receipt { outbox })));
@@ -212,11 +213,9 @@ fn run(shared: &Shared, receiver: &Receiver<Request>) {
             }
             Err(error) => {
                 for request in group.drain(..) {
-                    engine.settle(&request.prepared.claims, false);
                     request.done.complete(Err(error.again()));
                 }
             }
         }
-        shared.unfinished.fetch_sub(size, Ordering::AcqRel);
     }
 }

@@ -89,8 +89,7 @@ impl Ticket {
         spin_until(self.spin, || self.state.ready.load(Ordering::Acquire));
         let mut slot = self.state.slot.lock();
         loop {
-            if let Some(outcome) = slot.outcome.take() {
-                slot.taken = true;
+            if let Some(outcome) = slot.take() {
                 return outcome;
             }
             self.state.done.wait(&mut slot);
@@ -109,13 +108,27 @@ impl Future for Ticket {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut slot = self.state.slot.lock();
-        if let Some(outcome) = slot.outcome.take() {
-            slot.taken = true;
+        if let Some(outcome) = slot.take() {
             return Poll::Ready(outcome);
         }
-        assert!(!slot.taken, "a ticket polled after it completed");
         slot.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+impl Slot {
+    /// The outcome, once: a ticket polled or waited on after it returned its outcome gets an
+    /// error instead of hanging.
+    fn take(&mut self) -> Option<Result<CommitOutcome>> {
+        if self.taken {
+            return Some(Err(Error::Storage {
+                context: "waiting on a ticket".into(),
+                detail: "its outcome was already returned".into(),
+            }));
+        }
+        let outcome = self.outcome.take()?;
+        self.taken = true;
+        Some(outcome)
     }
 }
 
@@ -147,7 +160,8 @@ impl State {
         };
         self.done.notify_all();
         if let Some(waker) = waker {
-            waker.wake();
+            // A waker is the executor's code: if it panics, the committer must go on.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
         }
     }
 }

@@ -274,7 +274,10 @@ impl Cold {
             let first = seq;
             for payload in &staged.outbox {
                 batch.put_cf(&outbox_cf, seq.to_be_bytes(), payload);
-                seq += 1;
+                seq = seq.checked_add(1).ok_or_else(|| Error::Corruption {
+                    what: "the outbox sequence".into(),
+                    detail: "no sequence numbers left".into(),
+                })?;
             }
             ranges.push(first..seq);
         }

@@ -28,16 +28,34 @@ pub(crate) struct Index {
 impl Index {
     /// A table with room for `ids` entries at the resized load.
     pub(crate) fn with_capacity(ids: usize) -> Self {
-        // Written, not allocated zeroed: lookups read buckets before inserts write them, and a
-        // zeroed allocation's untouched pages would first be mapped read-only, then copied on
-        // the first write, with a TLB flush on every core the process runs on.
         let n = buckets_for(ids);
         let mut buckets = Vec::with_capacity(n);
-        buckets.resize(n, EMPTY);
+        Self::fill(&mut buckets, n);
         Self {
             buckets: buckets.into_boxed_slice(),
             len: 0,
         }
+    }
+
+    /// [`with_capacity`](Self::with_capacity), or an error if the memory cannot be had.
+    pub(crate) fn try_with_capacity(ids: usize) -> Result<Self, std::collections::TryReserveError> {
+        let n = buckets_for(ids);
+        let mut buckets = Vec::new();
+        buckets.try_reserve_exact(n)?;
+        Self::fill(&mut buckets, n);
+        Ok(Self {
+            buckets: buckets.into_boxed_slice(),
+            len: 0,
+        })
+    }
+
+    /// Writes `n` empty buckets. Written, not allocated zeroed: lookups read buckets before
+    /// inserts write them, and a zeroed allocation's untouched pages would first be mapped
+    /// read-only, then copied on the first write, with a TLB flush on every core the process runs
+    /// on. (`black_box` keeps the compiler from turning the writes back into a zeroed
+    /// allocation.)
+    fn fill(buckets: &mut Vec<u32>, n: usize) {
+        buckets.resize(n, std::hint::black_box(EMPTY));
     }
 
     pub(crate) fn len(&self) -> usize {

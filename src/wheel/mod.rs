@@ -14,6 +14,7 @@ mod stripe;
 
 pub(crate) use stripe::{Hot, Stamps, Stripe};
 
+use crate::error::{Error, Result};
 use crate::id::Fingerprint;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
@@ -21,6 +22,9 @@ use parking_lot::Mutex;
 /// Bytes an ID costs in the hot tier when its tables are full: 20 for the entry, about 6 for
 /// its index bucket. Used only to size tables from a count.
 const BYTES_PER_ID: usize = 26;
+/// The most IDs a stripe's index is presized for at open (1.5 MiB of buckets); beyond, it grows
+/// with its content. Keeps a large `capacity` hint from taking its whole memory at open.
+const MAX_PRESIZE: usize = 1 << 18;
 
 pub(crate) struct HotTier {
     stripes: Box<[CachePadded<Mutex<Stripe>>]>,
@@ -39,24 +43,38 @@ pub(crate) struct HotTotals {
 impl HotTier {
     /// `stripes` stripes (a power of two) sharing `budget` bytes, presized for `capacity` IDs,
     /// each holding every mark made at or after `complete_from`.
-    pub(crate) fn new(stripes: usize, capacity: u64, budget: usize, complete_from: u64) -> Self {
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] if the presized tables cannot be allocated.
+    pub(crate) fn new(
+        stripes: usize,
+        capacity: u64,
+        budget: usize,
+        complete_from: u64,
+    ) -> Result<Self> {
         debug_assert!(stripes.is_power_of_two());
         let budget_per_stripe = budget / stripes;
         let expected = usize::try_from(capacity.div_ceil(stripes as u64))
             .unwrap_or(usize::MAX)
-            .min(budget_per_stripe / BYTES_PER_ID);
-        Self {
-            stripes: (0..stripes)
-                .map(|_| {
-                    CachePadded::new(Mutex::new(Stripe::new(
-                        expected,
-                        budget_per_stripe,
-                        complete_from,
-                    )))
-                })
-                .collect(),
-            mask: stripes as u64 - 1,
-        }
+            .min(budget_per_stripe / BYTES_PER_ID)
+            .min(MAX_PRESIZE);
+        let too_large = || Error::InvalidConfig {
+            what: "capacity",
+            detail: format!(
+                "the in-memory tables for {capacity} IDs ({expected} per stripe) cannot be allocated; lower `capacity` or `memory_budget`"
+            ),
+        };
+        let stripes: Vec<_> = (0..stripes)
+            .map(|_| {
+                Stripe::try_new(expected, budget_per_stripe, complete_from)
+                    .map(|s| CachePadded::new(Mutex::new(s)))
+                    .ok_or_else(too_large)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            mask: stripes.len() as u64 - 1,
+            stripes: stripes.into_boxed_slice(),
+        })
     }
 
     pub(crate) fn stripe(&self, fp: Fingerprint) -> &Mutex<Stripe> {

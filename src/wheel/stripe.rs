@@ -138,14 +138,26 @@ pub(crate) struct Stripe {
     index_floor: usize,
     complete_from: u64,
     budget: usize,
+    /// [`MAX_ENTRIES`], lower in tests.
+    max_entries: u64,
     pub(crate) counters: StripeCounters,
 }
 
 impl Stripe {
     /// A stripe expecting about `expected` IDs, holding at most `budget` bytes, that has every
     /// mark made at or after `complete_from`.
+    #[cfg(test)]
     pub(crate) fn new(expected: usize, budget: usize, complete_from: u64) -> Self {
-        let index = Index::with_capacity(expected);
+        Self::with_index(Index::with_capacity(expected), budget, complete_from)
+    }
+
+    /// [`new`](Self::new), or `None` if the index for `expected` IDs cannot be allocated.
+    pub(crate) fn try_new(expected: usize, budget: usize, complete_from: u64) -> Option<Self> {
+        let index = Index::try_with_capacity(expected).ok()?;
+        Some(Self::with_index(index, budget, complete_from))
+    }
+
+    fn with_index(index: Index, budget: usize, complete_from: u64) -> Self {
         Self {
             fifo: Fifo::new(),
             slots: VecDeque::new(),
@@ -153,6 +165,7 @@ impl Stripe {
             index,
             complete_from,
             budget,
+            max_entries: MAX_ENTRIES,
             counters: StripeCounters::default(),
         }
     }
@@ -203,7 +216,8 @@ impl Stripe {
         }
     }
 
-    /// Claims `fp` with a pending entry marked at `now`, returning the entry's sequence number.
+    /// Claims `fp` with a pending entry marked at `now`, returning the entry's sequence number;
+    /// `None` if the stripe holds its most entries and the oldest is still pending.
     ///
     /// The caller has just looked `fp` up at `now` and found it [`Hot::Absent`].
     pub(crate) fn insert_pending(
@@ -212,8 +226,11 @@ impl Stripe {
         window: Window,
         stamps: Stamps,
         now: u64,
-    ) -> u64 {
+    ) -> Option<u64> {
         self.make_room(stamps, now);
+        if self.fifo.len() >= self.max_entries {
+            return None;
+        }
         if self.index.needs_grow() {
             self.resize_index(self.index.len() + 1);
         }
@@ -229,7 +246,7 @@ impl Stripe {
             });
         }
         self.index.insert(fp.probe_hash(), fp.tag(), seq);
-        seq
+        Some(seq)
     }
 
     /// Settles the pending entry `seq`: durable if its write succeeded, forgotten if it failed.
@@ -252,11 +269,22 @@ impl Stripe {
         }
     }
 
-    /// Pops every slot whose marks are all dead at `now`.
+    /// Pops every slot whose marks are all dead at `now`, up to the first pending entry: a claim
+    /// stays until its write returns, however long that takes, or a second caller could claim
+    /// the same ID.
     fn expire(&mut self, window: Window, now: u64) {
         let Some(end) = self.expired_end(window, now) else {
             return;
         };
+        let end = self
+            .fifo
+            .iter_from(self.fifo.head())
+            .take_while(|&(seq, _)| seq < end)
+            .find(|(_, e)| e.state() == State::Pending)
+            .map_or(end, |(seq, _)| seq);
+        if end == self.fifo.head() {
+            return;
+        }
         let expiring = end - self.fifo.head();
         if expiring * 2 > self.fifo.len() {
             // Most of the stripe is going: rebuilding the index beats removing one by one.
@@ -300,8 +328,8 @@ impl Stripe {
         })
     }
 
-    /// Evicts the oldest entries until one more push fits the budget, or only pending entries
-    /// are left to evict (pending entries are never evicted: another caller would miss them).
+    /// Evicts the oldest entries until one more push fits the budget, or the oldest is pending
+    /// (pending entries are never evicted: another caller would miss the claim).
     fn make_room(&mut self, stamps: Stamps, now: u64) {
         loop {
             let mut after_push = self.bytes();
@@ -314,7 +342,7 @@ impl Stripe {
             if self.slots.len() == self.slots.capacity() {
                 after_push += self.slots.capacity().max(4) * size_of::<SlotStart>();
             }
-            if after_push <= self.budget && self.fifo.len() < MAX_ENTRIES {
+            if after_push <= self.budget && self.fifo.len() < self.max_entries {
                 return;
             }
             let Some(&front) = self.fifo.front() else {
@@ -326,10 +354,10 @@ impl Stripe {
             if front.state() == State::Durable {
                 // The stripe no longer has every mark from this time on.
                 let first_seen = stamps.decode(front.time(), now);
-                self.complete_from = self.complete_from.max(first_seen + 1);
+                self.complete_from = self.complete_from.max(first_seen.saturating_add(1));
+                self.counters.evictions += 1;
             }
             self.pop_front_entry();
-            self.counters.evictions += 1;
             self.trim_slots();
         }
     }
@@ -452,7 +480,7 @@ mod tests {
         let stamps = Stamps::new(WINDOW);
         let hot = s.lookup(f, WINDOW, stamps, now);
         if hot == Hot::Absent {
-            let seq = s.insert_pending(f, WINDOW, stamps, now);
+            let seq = s.insert_pending(f, WINDOW, stamps, now).unwrap();
             s.settle(seq, true);
         }
         hot
@@ -480,7 +508,7 @@ mod tests {
         let stamps = Stamps::new(WINDOW);
         let mut s = Stripe::new(16, 1 << 20, 0);
         assert_eq!(s.lookup(fp(7), WINDOW, stamps, 100), Hot::Absent);
-        let seq = s.insert_pending(fp(7), WINDOW, stamps, 100);
+        let seq = s.insert_pending(fp(7), WINDOW, stamps, 100).unwrap();
         assert_eq!(
             s.lookup(fp(7), WINDOW, stamps, 101),
             Hot::Pending {
@@ -556,7 +584,7 @@ mod tests {
     fn pending_entries_are_never_evicted() {
         let stamps = Stamps::new(WINDOW);
         let mut s = Stripe::new(16, 64 * 1024, 0);
-        let first = s.insert_pending(fp(0), WINDOW, stamps, 1_000);
+        let first = s.insert_pending(fp(0), WINDOW, stamps, 1_000).unwrap();
         for i in 1..10_000 {
             mark(&mut s, fp(i), 1_000);
         }
@@ -571,6 +599,50 @@ mod tests {
         assert_eq!(
             s.lookup(fp(0), WINDOW, stamps, 1_000),
             Hot::Durable { first_seen: 1_000 }
+        );
+    }
+
+    #[test]
+    fn a_claim_outlives_its_slot_until_its_write_returns() {
+        let stamps = Stamps::new(WINDOW);
+        let mut s = Stripe::new(16, 1 << 20, 0);
+        mark(&mut s, fp(1), 1_000);
+        let slow = s.insert_pending(fp(2), WINDOW, stamps, 1_500).unwrap();
+        mark(&mut s, fp(3), 1_600);
+        // Long past the window: the durable mark before the claim expires, the claim does not.
+        let later = 1_500 + 3 * 10_000;
+        assert_eq!(s.lookup(fp(1), WINDOW, stamps, later), Hot::Absent);
+        assert_eq!(
+            s.lookup(fp(2), WINDOW, stamps, later),
+            Hot::Pending {
+                seq: slow,
+                first_seen: 1_500
+            }
+        );
+        s.settle(slow, true);
+        assert_eq!(
+            s.lookup(fp(2), WINDOW, stamps, later + 1),
+            Hot::Absent,
+            "dead once settled"
+        );
+        assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn a_full_stripe_behind_a_pending_claim_refuses_new_claims() {
+        let stamps = Stamps::new(WINDOW);
+        let mut s = Stripe::new(16, usize::MAX, 0);
+        s.max_entries = 1_000;
+        let stuck = s.insert_pending(fp(0), WINDOW, stamps, 1_000).unwrap();
+        for i in 1..1_000 {
+            mark(&mut s, fp(i), 1_000);
+        }
+        assert_eq!(s.insert_pending(fp(u64::MAX), WINDOW, stamps, 1_000), None);
+        s.settle(stuck, true);
+        assert!(
+            s.insert_pending(fp(u64::MAX), WINDOW, stamps, 1_000)
+                .is_some(),
+            "room again"
         );
     }
 
@@ -613,7 +685,7 @@ mod tests {
                     prop_assert_eq!(hot, Hot::Durable { first_seen: t });
                 } else {
                     prop_assert_eq!(hot, Hot::Absent);
-                    let seq = s.insert_pending(fp(id), WINDOW, stamps, now);
+                    let seq = s.insert_pending(fp(id), WINDOW, stamps, now).unwrap();
                     s.settle(seq, !fail);
                     if fail { model.remove(&id); } else { model.insert(id, now); }
                 }
