@@ -105,6 +105,12 @@ fn fresh_mark(c: &mut Criterion) {
     group.finish();
 }
 
+/// The IDs of the next batch of 500 new messages.
+fn next_batch(next: &mut u64) -> Vec<String> {
+    *next += 500;
+    (*next..*next + 500).map(id).collect()
+}
+
 fn batch_mark(c: &mut Criterion) {
     let mut group = c.benchmark_group("fresh_mark_batch_of_500");
     group.throughput(Throughput::Elements(500));
@@ -116,10 +122,7 @@ fn batch_mark(c: &mut Criterion) {
     let mut next = 0u64;
     group.bench_function("dedupstore", |b| {
         b.iter_batched(
-            || {
-                next += 500;
-                (next..next + 500).map(id).collect::<Vec<_>>()
-            },
+            || next_batch(&mut next),
             |ids| black_box(store.check_and_mark_batch(&ids).unwrap()),
             BatchSize::SmallInput,
         );
@@ -130,10 +133,7 @@ fn batch_mark(c: &mut Criterion) {
     let db = raw_rocksdb(raw_dir.path());
     group.bench_function("rocksdb_write_batch", |b| {
         b.iter_batched(
-            || {
-                next += 500;
-                (next..next + 500).map(id).collect::<Vec<_>>()
-            },
+            || next_batch(&mut next),
             |ids| {
                 let mut batch = rocksdb::WriteBatch::default();
                 for id in &ids {
@@ -153,10 +153,7 @@ fn batch_mark(c: &mut Criterion) {
         let mut conn = redis.connect().unwrap();
         group.bench_function("redis_pipelined_set_nx_ex", |b| {
             b.iter_batched(
-                || {
-                    next += 500;
-                    (next..next + 500).map(id).collect::<Vec<_>>()
-                },
+                || next_batch(&mut next),
                 |ids| {
                     let mut pipe = redis::pipe();
                     for id in &ids {

@@ -29,12 +29,7 @@ impl Index {
     /// A table with room for `ids` entries at the resized load.
     pub(crate) fn with_capacity(ids: usize) -> Self {
         let n = buckets_for(ids);
-        let mut buckets = Vec::with_capacity(n);
-        Self::fill(&mut buckets, n);
-        Self {
-            buckets: buckets.into_boxed_slice(),
-            len: 0,
-        }
+        Self::filled(Vec::with_capacity(n), n)
     }
 
     /// [`with_capacity`](Self::with_capacity), or an error if the memory cannot be had.
@@ -42,20 +37,20 @@ impl Index {
         let n = buckets_for(ids);
         let mut buckets = Vec::new();
         buckets.try_reserve_exact(n)?;
-        Self::fill(&mut buckets, n);
-        Ok(Self {
-            buckets: buckets.into_boxed_slice(),
-            len: 0,
-        })
+        Ok(Self::filled(buckets, n))
     }
 
-    /// Writes `n` empty buckets. Written, not allocated zeroed: lookups read buckets before
-    /// inserts write them, and a zeroed allocation's untouched pages would first be mapped
-    /// read-only, then copied on the first write, with a TLB flush on every core the process runs
-    /// on. (`black_box` keeps the compiler from turning the writes back into a zeroed
-    /// allocation.)
-    fn fill(buckets: &mut Vec<u32>, n: usize) {
+    /// An empty table of `n` buckets, in `buckets` (already allocated). The buckets are
+    /// written, not allocated zeroed: lookups read buckets before inserts write them, and a
+    /// zeroed allocation's untouched pages would first be mapped read-only, then copied on the
+    /// first write, with a TLB flush on every core the process runs on. (`black_box` keeps the
+    /// compiler from turning the writes back into a zeroed allocation.)
+    fn filled(mut buckets: Vec<u32>, n: usize) -> Self {
         buckets.resize(n, std::hint::black_box(EMPTY));
+        Self {
+            buckets: buckets.into_boxed_slice(),
+            len: 0,
+        }
     }
 
     pub(crate) fn len(&self) -> usize {
