@@ -7,6 +7,9 @@
 //!
 //! What to read: `dedupstore/synced/64` over `rocksdb/synced/1` (group commit against one fsync
 //! per commit), and `dedupstore/<mode>/<n>` over `rocksdb/<mode>/<n>` (the engine's overhead).
+//! `rocksdb/synced/all-64` writes batches of 64 transactions: the most any group commit with 64
+//! in flight can put behind one fsync, so its ratio to `rocksdb/synced/1` bounds what group
+//! commit can reach on this disk without overlapping an fsync with the next write.
 //!
 //! `cargo bench --bench record_and_mark`
 
@@ -63,6 +66,18 @@ fn run_store(store: &Store, next: &mut u64, count: u64, depth: usize) -> Duratio
         ));
     }
     start.elapsed()
+}
+
+fn open_raw(path: &std::path::Path) -> DB {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    DB::open_cf(
+        &options,
+        path,
+        ["marks", "records", "offsets", "outbox", "meta"],
+    )
+    .unwrap()
 }
 
 /// Writes what `count` transactions write, `depth` transactions to a batch.
@@ -138,15 +153,7 @@ fn record_and_mark(c: &mut Criterion) {
             );
 
             let raw_dir = tempfile::tempdir().unwrap();
-            let mut options = Options::default();
-            options.create_if_missing(true);
-            options.create_missing_column_families(true);
-            let db = DB::open_cf(
-                &options,
-                raw_dir.path(),
-                ["marks", "records", "offsets", "outbox", "meta"],
-            )
-            .unwrap();
+            let db = open_raw(raw_dir.path());
             let mut raw_next = 0;
             group.bench_function(BenchmarkId::new(format!("rocksdb/{mode}"), depth), |b| {
                 b.iter_custom(|iters| run_raw(&db, sync, &mut raw_next, iters, shape));
@@ -155,6 +162,12 @@ fn record_and_mark(c: &mut Criterion) {
             settle();
         }
     }
+    let bound_dir = tempfile::tempdir().unwrap();
+    let db = open_raw(bound_dir.path());
+    let mut next = 0;
+    group.bench_function(BenchmarkId::new("rocksdb/synced", "all-64"), |b| {
+        b.iter_custom(|iters| run_raw(&db, true, &mut next, iters, 64));
+    });
     group.finish();
 }
 

@@ -260,6 +260,81 @@ fn a_commit_never_overtakes_the_same_threads_submissions() {
     }
 }
 
+#[test]
+fn threads_waiting_on_tickets_keep_each_threads_commit_order() {
+    // Waiting callers write queued groups themselves when the writer is free, racing the
+    // committer and each other: each thread's commits must still land in submission order.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let threads: u32 = 4;
+    let per_thread: u64 = 1_500;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let store = &store;
+            scope.spawn(move || {
+                let mut in_flight = std::collections::VecDeque::new();
+                let mut last_seq = None;
+                let mut check = |ticket: Ticket| {
+                    let range = committed(ticket.wait().unwrap());
+                    assert!(last_seq.is_none_or(|last| range.start > last), "thread {t}");
+                    last_seq = Some(range.start);
+                };
+                for i in 1..=per_thread {
+                    let mut txn = store.transaction();
+                    txn.mark(format!("{t}-{i}"))
+                        .unwrap()
+                        .set_offset("s", t, i)
+                        .unwrap()
+                        .outbox(format!("{t}-{i}"));
+                    in_flight.push_back(txn.submit().unwrap());
+                    if in_flight.len() == 8 {
+                        check(in_flight.pop_front().unwrap());
+                    }
+                }
+                in_flight.into_iter().for_each(check);
+            });
+        }
+    });
+    for t in 0..threads {
+        assert_eq!(store.offset("s", t).unwrap(), Some(per_thread));
+    }
+    // The outbox holds every event once, each thread's in its submission order.
+    let events = store.outbox().peek(usize::MAX).unwrap();
+    assert_eq!(events.len() as u64, u64::from(threads) * per_thread);
+    let mut next = vec![1u64; threads as usize];
+    for event in &events {
+        let text = std::str::from_utf8(&event.payload).unwrap();
+        let (t, i) = text.split_once('-').unwrap();
+        let t: usize = t.parse().unwrap();
+        assert_eq!(i.parse::<u64>().unwrap(), next[t], "{text}");
+        next[t] += 1;
+    }
+    assert_eq!(
+        store.stats().committed_transactions,
+        u64::from(threads) * per_thread
+    );
+}
+
+#[test]
+fn a_ticket_kept_after_its_store_is_dropped_does_not_keep_it_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut txn = store.transaction();
+    txn.mark("kept").unwrap();
+    let ticket = txn.submit().unwrap();
+    // Dropping the store writes what is queued and closes the database.
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert!(matches!(
+        ticket.wait().unwrap(),
+        CommitOutcome::Committed(_)
+    ));
+    assert!(matches!(
+        store.check_and_mark("kept").unwrap(),
+        Outcome::Duplicate { .. }
+    ));
+}
+
 /// Polls a future to completion on this thread, parking between polls.
 fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);

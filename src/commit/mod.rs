@@ -2,10 +2,15 @@
 //! transactions into one `WriteBatch`: one write-ahead log write and, in `Synced`, one fsync
 //! for the whole group. Then it settles each transaction's claims and completes its ticket.
 //!
-//! A blocking commit with nothing queued or being written skips the queue: the caller writes
-//! its transaction itself, saving two thread wake-ups. One writer token serialises the
-//! committer's groups and these direct writes, and a direct write happens only while no
-//! submitted transaction is unfinished, so commits from one thread never overtake each other.
+//! Two shortcuts save thread wake-ups, which cost more than a buffered write:
+//! - a blocking commit with nothing queued or being written skips the queue: the caller writes
+//!   its transaction itself, and it does so only while no submitted transaction is unfinished;
+//! - a caller waiting on a ticket, finding the writer free and the queue short, writes the queued
+//!   group itself instead of waiting for the committer to wake, write and wake it back. While
+//!   callers do this, the committer only looks in now and then, and steps in if they stall.
+//!
+//! One writer token serialises every write, and the queue is only ever taken from under it,
+//! oldest first, so whoever writes a group, commits from one thread never overtake each other.
 
 mod ticket;
 
@@ -17,10 +22,10 @@ use crate::engine::{Claim, Engine};
 use crate::error::{Error, Result};
 use crate::persist::Staged;
 use crate::txn::{CommitOutcome, Receipt};
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
-use parking_lot::Mutex;
+use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use parking_lot::{Mutex, MutexGuard};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -28,6 +33,14 @@ use std::time::{Duration, Instant};
 const MAX_GROUP: usize = 512;
 /// The most transactions queued; `submit` blocks beyond it.
 const MAX_QUEUED: usize = 8_192;
+/// The most unfinished transactions (queued or being written) with which a waiting caller writes
+/// the queue itself. With more in flight, the queue is the committer's: it keeps the committer
+/// writing while the callers prepare more, on another core.
+const HELP_LIMIT: usize = 16;
+/// While waiting callers write the queue, the committer checks that they still do after naps
+/// that double from the first to the longest while they do: a check costs a thread wake-up.
+const NAP_MIN: Duration = Duration::from_micros(50);
+const NAP_MAX: Duration = Duration::from_millis(1);
 
 /// A transaction ready to be written: its writes and its claimed marks.
 pub(crate) struct Prepared {
@@ -47,14 +60,19 @@ pub(crate) struct Committer {
     shared: Arc<Shared>,
 }
 
-/// What the committer thread and direct writers share.
-struct Shared {
+/// What the committer thread, direct writers and waiting callers share.
+pub(crate) struct Shared {
     engine: Arc<Engine>,
+    /// The queue. Only the holder of `writer` takes from it, so groups are written in the
+    /// order their transactions were queued, whoever writes them.
+    receiver: Receiver<Request>,
     /// Held across every write of a transaction: by the committer for a group, or by a direct
     /// writer.
     writer: Mutex<()>,
     /// Transactions submitted to the queue and not yet written.
     unfinished: AtomicUsize,
+    /// Whether the last group was written by a waiting caller rather than by the committer.
+    helped: AtomicBool,
     counters: Counters,
 }
 
@@ -91,14 +109,16 @@ impl Committer {
         let (sender, receiver) = crossbeam_channel::bounded(MAX_QUEUED);
         let shared = Arc::new(Shared {
             engine,
+            receiver,
             writer: Mutex::new(()),
             unfinished: AtomicUsize::new(0),
+            helped: AtomicBool::new(false),
             counters: Counters::default(),
         });
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("dedupstore-commit".into())
-            .spawn(move || run(&thread_shared, &receiver))
+            .spawn(move || run(&thread_shared))
             .map_err(|e| Error::io("starting the committer thread", e))?;
         Ok(Self {
             sender: Some(sender),
@@ -113,7 +133,7 @@ impl Committer {
         let Some(sender) = &self.sender else {
             return Err(prepared.claims);
         };
-        let (ticket, done) = Ticket::new(self.spin_hint());
+        let (ticket, done) = Ticket::new(self.spin_hint(), Arc::downgrade(&self.shared));
         self.shared.unfinished.fetch_add(1, Ordering::AcqRel);
         sender.send(Request { prepared, done }).map_err(|unsent| {
             self.shared.unfinished.fetch_sub(1, Ordering::AcqRel);
@@ -170,52 +190,102 @@ impl Drop for Committer {
     }
 }
 
-/// The next request: spinning a little first (the next one often comes within microseconds of
-/// the last completion, sooner than a sleeping thread wakes), then sleeping. `None` once every
-/// sender is gone.
-fn next(receiver: &Receiver<Request>) -> Option<Request> {
-    let mut request = None;
-    spin_until(SPIN, || match receiver.try_recv() {
-        Ok(r) => {
-            request = Some(r);
-            true
+impl Shared {
+    /// Called by a caller waiting on a ticket: writes the queue in the caller's thread if the
+    /// writer is free and few transactions are in flight.
+    pub(crate) fn help(&self) {
+        if self.unfinished.load(Ordering::Acquire) > HELP_LIMIT {
+            return;
         }
-        Err(TryRecvError::Empty) => false,
-        Err(TryRecvError::Disconnected) => true,
-    });
-    request.or_else(|| receiver.recv().ok())
-}
+        if let Some(token) = self.writer.try_lock() {
+            self.write_queued(token, true);
+        }
+    }
 
-fn run(shared: &Shared, receiver: &Receiver<Request>) {
-    let mut group: Vec<Request> = Vec::with_capacity(MAX_GROUP);
-    while let Some(first) = next(receiver) {
-        group.push(first);
-        group.extend(receiver.try_iter().take(MAX_GROUP - 1));
-        let token = shared.writer.lock();
+    /// Takes what is queued (oldest first, at most [`MAX_GROUP`]) and writes it as one group,
+    /// holding `token` until the claims are settled. Returns `false` once the queue is empty and
+    /// every sender is gone.
+    fn write_queued(&self, token: MutexGuard<'_, ()>, helper: bool) -> bool {
+        let mut group = Vec::new();
+        let mut open = true;
+        while group.len() < MAX_GROUP {
+            match self.receiver.try_recv() {
+                Ok(request) => group.push(request),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if !group.is_empty() {
+            self.helped.store(helper, Ordering::Relaxed);
+            self.write_group(token, group);
+        }
+        open
+    }
+
+    fn write_group(&self, token: MutexGuard<'_, ()>, group: Vec<Request>) {
         let started = Instant::now();
         let written = {
             let staged: Vec<&Staged> = group.iter().map(|r| &r.prepared.staged).collect();
             let claims: Vec<&[Claim]> = group.iter().map(|r| &r.prepared.claims[..]).collect();
-            shared.engine.write_and_settle(&staged, &claims)
+            self.engine.write_and_settle(&staged, &claims)
         };
-        shared.counters.record(group.len(), started.elapsed());
-        shared.unfinished.fetch_sub(group.len(), Ordering::AcqRel);
+        self.counters.record(group.len(), started.elapsed());
+        self.unfinished.fetch_sub(group.len(), Ordering::AcqRel);
         // Claims are settled and the token released before any waiter runs: a caller who
         // learns of the commit finds its marks durable, and can commit again at once.
         drop(token);
         match written {
             Ok(outboxes) => {
-                for (request, outbox) in group.drain(..).zip(outboxes) {
+                for (request, outbox) in group.into_iter().zip(outboxes) {
                     request
                         .done
                         .complete(Ok(CommitOutcome::Committed(Receipt { outbox })));
                 }
             }
             Err(error) => {
-                for request in group.drain(..) {
+                for request in group {
                     request.done.complete(Err(error.again()));
                 }
             }
+        }
+    }
+}
+
+fn run(shared: &Shared) {
+    let mut ready = Select::new();
+    ready.recv(&shared.receiver);
+    let mut nap = NAP_MIN;
+    loop {
+        if shared.helped.load(Ordering::Relaxed) {
+            // Callers waiting on tickets have been writing the queue themselves: look again
+            // after a nap, longer each time they kept up, and step in only if they stalled.
+            // Napping (rather than waiting on the channel) spares each `submit` the cost of
+            // waking this thread.
+            let before = shared.counters.groups.load(Ordering::Relaxed);
+            std::thread::sleep(nap);
+            let progressed = shared.counters.groups.load(Ordering::Relaxed) != before
+                || shared.writer.is_locked();
+            if progressed {
+                nap = (nap * 2).min(NAP_MAX);
+                continue;
+            }
+            nap = NAP_MIN;
+            if shared.receiver.is_empty() {
+                // Idle: wait on the channel from now on.
+                shared.helped.store(false, Ordering::Relaxed);
+                continue;
+            }
+        } else if !spin_until(SPIN, || !shared.receiver.is_empty()) {
+            // Waits for a request without taking it: requests are taken under the token, by
+            // this thread or by a waiting caller who got there first.
+            ready.ready();
+        }
+        let token = shared.writer.lock();
+        if !shared.write_queued(token, false) {
+            return;
         }
     }
 }

@@ -1,12 +1,13 @@
 //! [`Ticket`]: a commit in flight, to wait on or `.await`, with no async runtime.
 
+use super::Shared;
 use crate::error::{Error, Result};
 use crate::txn::CommitOutcome;
 use parking_lot::{Condvar, Mutex};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,9 @@ pub(crate) fn spin_until(limit: Duration, mut done: impl FnMut() -> bool) -> boo
 #[must_use = "a ticket is how you learn whether the commit succeeded"]
 pub struct Ticket {
     state: Arc<State>,
+    /// The group committer, for `wait` to write the queue itself when the writer is free. Weak,
+    /// so that a ticket kept after its store is dropped does not keep the database open.
+    committer: Weak<Shared>,
     /// How long `wait` spins before it sleeps.
     spin: Duration,
 }
@@ -61,11 +65,12 @@ pub(crate) struct Completion {
 
 impl Ticket {
     /// A pending ticket whose waiter spins for `spin` before it sleeps.
-    pub(crate) fn new(spin: Duration) -> (Self, Completion) {
+    pub(crate) fn new(spin: Duration, committer: Weak<Shared>) -> (Self, Completion) {
         let state = Arc::new(State::default());
         (
             Self {
                 state: Arc::clone(&state),
+                committer,
                 spin,
             },
             Completion { state: Some(state) },
@@ -74,7 +79,7 @@ impl Ticket {
 
     /// A ticket that is already complete.
     pub(crate) fn ready(outcome: Result<CommitOutcome>) -> Self {
-        let (ticket, completion) = Self::new(Duration::ZERO);
+        let (ticket, completion) = Self::new(Duration::ZERO, Weak::new());
         completion.complete(outcome);
         ticket
     }
@@ -85,8 +90,18 @@ impl Ticket {
     /// As [`Transaction::commit`](crate::Transaction::commit).
     pub fn wait(self) -> Result<CommitOutcome> {
         // When commits complete within microseconds, spinning a little saves the wake-up of a
-        // sleeping thread, which costs more than the write itself.
-        spin_until(self.spin, || self.state.ready.load(Ordering::Acquire));
+        // sleeping thread, which costs more than the write itself. Meanwhile, if the writer is
+        // free, this thread writes the queue (its own transaction included) itself.
+        let committer = self.committer.upgrade();
+        spin_until(self.spin, || {
+            if !self.is_done()
+                && let Some(committer) = &committer
+            {
+                committer.help();
+            }
+            self.is_done()
+        });
+        drop(committer);
         let mut slot = self.state.slot.lock();
         loop {
             if let Some(outcome) = slot.take() {
