@@ -335,6 +335,37 @@ fn a_ticket_kept_after_its_store_is_dropped_does_not_keep_it_open() {
     ));
 }
 
+#[test]
+fn later_writes_to_a_key_win_within_a_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for round in 0..20 {
+        let first = {
+            let mut txn = store.transaction();
+            txn.put("a", "k", format!("{round}-1"))
+                .unwrap()
+                .put("b", "k", "x")
+                .unwrap();
+            txn.submit().unwrap()
+        };
+        let second = {
+            let mut txn = store.transaction();
+            txn.put("a", "k", format!("{round}-2"))
+                .unwrap()
+                .delete("b", "k")
+                .unwrap();
+            txn.submit().unwrap()
+        };
+        committed(first.wait().unwrap());
+        committed(second.wait().unwrap());
+        assert_eq!(
+            store.get("a", "k").unwrap().as_deref(),
+            Some(format!("{round}-2").as_bytes())
+        );
+        assert_eq!(store.get("b", "k").unwrap(), None);
+    }
+}
+
 /// Polls a future to completion on this thread, parking between polls.
 fn block_on<F: Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread);

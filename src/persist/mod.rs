@@ -228,9 +228,21 @@ impl Cold {
     /// Returns each transaction's outbox sequence numbers.
     pub(crate) fn write_staged(&self, group: &[&Staged]) -> Result<Vec<Range<u64>>> {
         self.check_poison()?;
+        // Each table's column family is looked up (or created) once per group; `row_cf` holds
+        // each row's, in the order the rows come.
+        let mut tables: Vec<(&str, Arc<BoundColumnFamily<'_>>)> = Vec::new();
+        let mut row_cf = Vec::new();
         for row in group.iter().flat_map(|s| &s.rows) {
-            self.ensure_table(&row.cf)?;
+            let known = tables.iter().position(|(name, _)| *name == row.cf);
+            let i = if let Some(i) = known {
+                i
+            } else {
+                tables.push((&row.cf, self.table(&row.cf)?));
+                tables.len() - 1
+            };
+            row_cf.push(i);
         }
+        let mut row_cf = row_cf.into_iter();
         let latest = group.iter().flat_map(|s| s.marks.iter().map(|m| m.1)).max();
         // Holding the read lock across the write keeps the generation from being dropped.
         let generations = loop {
@@ -261,11 +273,11 @@ impl Cold {
                     batch.put_cf(cf, fp.key(), t.to_be_bytes());
                 }
             }
-            for row in &staged.rows {
-                let cf = self.cf(&row.cf)?;
+            for (row, i) in staged.rows.iter().zip(&mut row_cf) {
+                let cf = &tables[i].1;
                 match &row.value {
-                    Some(value) => batch.put_cf(&cf, &row.key, value),
-                    None => batch.delete_cf(&cf, &row.key),
+                    Some(value) => batch.put_cf(cf, &row.key, value),
+                    None => batch.delete_cf(cf, &row.key),
                 }
             }
             for (key, offset) in &staged.offsets {
@@ -431,9 +443,9 @@ impl Cold {
     }
 
     /// Creates the column family of a table on its first write.
-    fn ensure_table(&self, cf: &str) -> Result<()> {
-        if self.db.cf_handle(cf).is_some() {
-            return Ok(());
+    fn table(&self, cf: &str) -> Result<Arc<BoundColumnFamily<'_>>> {
+        if let Some(handle) = self.db.cf_handle(cf) {
+            return Ok(handle);
         }
         let options = self.table_options.lock();
         if self.db.cf_handle(cf).is_none() {
@@ -441,7 +453,8 @@ impl Cold {
                 .create_cf(cf, &options)
                 .map_err(|e| Error::rocks(format!("creating {cf}"), &e))?;
         }
-        Ok(())
+        drop(options);
+        self.cf(cf)
     }
 
     /// Opens the generation for marks made at `t`, then drops the generations that died.
