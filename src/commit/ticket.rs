@@ -86,6 +86,11 @@ impl Ticket {
 
     /// Blocks until the commit is decided.
     ///
+    /// With few transactions in flight and no write under way, the calling thread writes the
+    /// queued group (its own transaction included) itself rather than wait for the committer
+    /// thread: with [`Durability::Synced`](crate::Durability::Synced) that includes the fsync.
+    /// Polling the ticket as a future never writes.
+    ///
     /// # Errors
     /// As [`Transaction::commit`](crate::Transaction::commit).
     pub fn wait(self) -> Result<CommitOutcome> {
