@@ -5,9 +5,10 @@
 //! Two shortcuts save thread wake-ups, which cost more than a buffered write:
 //! - a blocking commit with nothing queued or being written skips the queue: the caller writes
 //!   its transaction itself, and it does so only while no submitted transaction is unfinished;
-//! - a caller waiting on a ticket, finding the writer free and the queue short, writes the queued
-//!   group itself instead of waiting for the committer to wake, write and wake it back. While
-//!   callers do this, the committer only looks in now and then, and steps in if they stall.
+//! - a caller waiting on a ticket, finding the writer free and few transactions in flight, writes
+//!   the queued group itself instead of waiting for the committer to wake, write and wake it
+//!   back. While callers do this, the committer only looks in now and then, and steps in if they
+//!   stall.
 //!
 //! One writer token serialises every write, and the queue is only ever taken from under it,
 //! oldest first, so whoever writes a group, commits from one thread never overtake each other.

@@ -442,7 +442,7 @@ impl Cold {
         error
     }
 
-    /// Creates the column family of a table on its first write.
+    /// The column family of a table, created on its first write.
     fn table(&self, cf: &str) -> Result<Arc<BoundColumnFamily<'_>>> {
         if let Some(handle) = self.db.cf_handle(cf) {
             return Ok(handle);
