@@ -37,7 +37,7 @@ const MAX_QUEUED: usize = 8_192;
 /// The most unfinished transactions (queued or being written) with which a waiting caller writes
 /// the queue itself. With more in flight, the queue is the committer's: it keeps the committer
 /// writing while the callers prepare more, on another core.
-const HELP_LIMIT: usize = 16;
+const WAITER_WRITES_UP_TO: usize = 16;
 /// While waiting callers write the queue, the committer checks that they still do after naps
 /// that double from the first to the longest while they do: a check costs a thread wake-up.
 const NAP_MIN: Duration = Duration::from_micros(50);
@@ -73,7 +73,7 @@ pub(crate) struct Shared {
     /// Transactions submitted to the queue and not yet written.
     unfinished: AtomicUsize,
     /// Whether the last group was written by a waiting caller rather than by the committer.
-    helped: AtomicBool,
+    waiters_writing: AtomicBool,
     counters: Counters,
 }
 
@@ -113,7 +113,7 @@ impl Committer {
             receiver,
             writer: Mutex::new(()),
             unfinished: AtomicUsize::new(0),
-            helped: AtomicBool::new(false),
+            waiters_writing: AtomicBool::new(false),
             counters: Counters::default(),
         });
         let thread_shared = Arc::clone(&shared);
@@ -194,8 +194,8 @@ impl Drop for Committer {
 impl Shared {
     /// Called by a caller waiting on a ticket: writes the queue in the caller's thread if the
     /// writer is free and few transactions are in flight.
-    pub(crate) fn help(&self) {
-        if self.unfinished.load(Ordering::Acquire) > HELP_LIMIT {
+    pub(crate) fn write_for_waiter(&self) {
+        if self.unfinished.load(Ordering::Acquire) > WAITER_WRITES_UP_TO {
             return;
         }
         if let Some(token) = self.writer.try_lock() {
@@ -206,7 +206,7 @@ impl Shared {
     /// Takes what is queued (oldest first, at most [`MAX_GROUP`]) and writes it as one group,
     /// holding `token` until the claims are settled. Returns `false` once the queue is empty and
     /// every sender is gone.
-    fn write_queued(&self, token: MutexGuard<'_, ()>, helper: bool) -> bool {
+    fn write_queued(&self, token: MutexGuard<'_, ()>, by_waiter: bool) -> bool {
         let mut group = Vec::new();
         let mut open = true;
         while group.len() < MAX_GROUP {
@@ -220,7 +220,7 @@ impl Shared {
             }
         }
         if !group.is_empty() {
-            self.helped.store(helper, Ordering::Relaxed);
+            self.waiters_writing.store(by_waiter, Ordering::Relaxed);
             self.write_group(token, group);
         }
         open
@@ -260,7 +260,7 @@ fn run(shared: &Shared) {
     ready.recv(&shared.receiver);
     let mut nap = NAP_MIN;
     loop {
-        if shared.helped.load(Ordering::Relaxed) {
+        if shared.waiters_writing.load(Ordering::Relaxed) {
             // Callers waiting on tickets have been writing the queue themselves: look again
             // after a nap, longer each time they kept up, and step in only if they stalled.
             // Napping (rather than waiting on the channel) spares each `submit` the cost of
@@ -276,7 +276,7 @@ fn run(shared: &Shared) {
             nap = NAP_MIN;
             if shared.receiver.is_empty() {
                 // Idle: wait on the channel from now on.
-                shared.helped.store(false, Ordering::Relaxed);
+                shared.waiters_writing.store(false, Ordering::Relaxed);
                 continue;
             }
         } else if !spin_until(SPIN, || !shared.receiver.is_empty()) {

@@ -102,7 +102,7 @@ impl Ticket {
             if !self.is_done()
                 && let Some(committer) = &committer
             {
-                committer.help();
+                committer.write_for_waiter();
             }
             self.is_done()
         });
