@@ -309,6 +309,41 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_group_fails_every_transaction_in_it() {
+        // Whoever writes the group (the committer or a caller waiting on a ticket), its failure
+        // reaches every ticket in it, and none of its marks stays in flight.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.engine().cold.fault.arm(0, Strike::BeforeWrite);
+        let tickets: Vec<_> = ["a", "b", "c"]
+            .iter()
+            .map(|id| {
+                let mut txn = store.transaction();
+                txn.mark(id).unwrap().outbox(*id);
+                txn.submit().unwrap()
+            })
+            .collect();
+        for ticket in tickets {
+            assert!(matches!(
+                ticket.wait(),
+                Err(Error::Io { .. } | Error::Poisoned { .. })
+            ));
+        }
+        for id in ["a", "b", "c"] {
+            assert!(
+                !store.contains(id).unwrap(),
+                "{id} is not in flight forever"
+            );
+        }
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        for id in ["a", "b", "c"] {
+            assert!(!store.contains(id).unwrap());
+        }
+        assert!(store.outbox().peek(10).unwrap().is_empty());
+    }
+
+    #[test]
     fn a_huge_capacity_hint_opens_without_taking_its_memory() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::builder(dir.path()).capacity(1 << 40).open().unwrap();
