@@ -207,7 +207,7 @@ impl Shared {
     /// holding `token` until the claims are settled. Returns `false` once the queue is empty and
     /// every sender is gone.
     fn write_queued(&self, token: MutexGuard<'_, ()>, by_waiter: bool) -> bool {
-        let mut group = Vec::new();
+        let mut group = Vec::with_capacity(self.receiver.len().min(MAX_GROUP));
         let mut open = true;
         while group.len() < MAX_GROUP {
             match self.receiver.try_recv() {
