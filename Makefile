@@ -23,12 +23,18 @@ test: deps
 bench: deps redis
 	cargo bench
 
-# libclang (RocksDB's bindings are generated with it) and a C++ compiler.
+# libclang (RocksDB's bindings are generated with it) and a C++ compiler. The check looks for
+# the file bindgen loads (scripts/find-libclang.sh; tests/install_check.rs tests it), not for
+# anything named libclang*: LLVM's libclang-cpp is often installed without libclang.
 deps:
-	@if ! command -v c++ >/dev/null 2>&1 || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then \
-		echo "installing libclang-dev and clang"; \
+	@missing=""; \
+	sh scripts/find-libclang.sh >/dev/null || missing=" libclang-dev"; \
+	command -v c++ >/dev/null 2>&1 || missing="$$missing g++"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing"; \
 		$(SUDO) apt-get update -qq && \
-		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev clang >/dev/null; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null && \
+		sh scripts/find-libclang.sh >/dev/null || { echo "make deps: the install failed, or libclang is still not found" >&2; exit 1; }; \
 	fi
 
 # The baseline the benches compare against; they start it on 127.0.0.1 themselves.
