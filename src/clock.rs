@@ -1,20 +1,29 @@
 //! Where the store's time comes from.
 
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// A source of wall-clock time.
+/// Where the store's time comes from: a wall clock read when the store opens, and a monotonic
+/// clock that measures how much time has passed since.
 ///
-/// The store reads it for every mark and check. It may jump in either direction: the store
-/// never lets time run backwards internally (it keeps the latest reading it has seen), so a
-/// clock going back never makes a mark expire early.
+/// While a store is open its time is the wall time read at open plus the monotonic time elapsed
+/// since, so a step of the wall clock (a bad NTP step, a VM resumed with a stale clock) changes
+/// nothing until the next open. At open the wall time is never taken below a high-water mark
+/// the store persisted with its data, so a clock that went back while the store was closed never
+/// makes a mark expire early.
 pub trait Clock: Send + Sync + std::fmt::Debug + 'static {
-    /// The current time.
+    /// The current wall-clock time. Read when a store opens.
     fn now(&self) -> SystemTime;
+
+    /// Time elapsed since a fixed origin of this clock's choosing, from a clock that never steps
+    /// (for [`SystemClock`], [`Instant`]). The store's time advances by it while open.
+    fn elapsed(&self) -> Duration;
 }
 
-/// The operating system's clock. The default.
+/// The operating system's clocks: [`SystemTime`] for the wall clock, [`Instant`] for elapsed
+/// time. The default.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
@@ -22,11 +31,17 @@ impl Clock for SystemClock {
     fn now(&self) -> SystemTime {
         SystemTime::now()
     }
+
+    fn elapsed(&self) -> Duration {
+        static ORIGIN: OnceLock<Instant> = OnceLock::new();
+        ORIGIN.get_or_init(Instant::now).elapsed()
+    }
 }
 
 /// A clock that only moves when told to: for tests and simulations.
 ///
-/// Clones share one time.
+/// [`advance`](Self::advance) lets time pass (both the wall clock and elapsed time move);
+/// [`step`](Self::step) sets the wall clock alone, as an NTP step would. Clones share one time.
 ///
 /// ```
 /// use dedupstore::{Clock, ManualClock};
@@ -35,35 +50,50 @@ impl Clock for SystemClock {
 /// let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_000));
 /// clock.advance(Duration::from_millis(1_500));
 /// assert_eq!(clock.now(), UNIX_EPOCH + Duration::from_millis(1_001_500));
+/// assert_eq!(clock.elapsed(), Duration::from_millis(1_500));
+///
+/// clock.step(UNIX_EPOCH); // the wall clock jumps back; no time passes
+/// assert_eq!(clock.now(), UNIX_EPOCH);
+/// assert_eq!(clock.elapsed(), Duration::from_millis(1_500));
 /// ```
 #[derive(Debug, Clone)]
 pub struct ManualClock {
-    millis: Arc<AtomicU64>,
+    wall_millis: Arc<AtomicU64>,
+    elapsed_millis: Arc<AtomicU64>,
 }
 
 impl ManualClock {
-    /// A clock that reads `start` (at millisecond resolution) until moved.
+    /// A clock whose wall time reads `start` (at millisecond resolution) and whose elapsed time
+    /// reads zero, until moved.
     #[must_use]
     pub fn new(start: SystemTime) -> Self {
         Self {
-            millis: Arc::new(AtomicU64::new(unix_millis(start))),
+            wall_millis: Arc::new(AtomicU64::new(unix_millis(start))),
+            elapsed_millis: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// Moves the clock forward by `by`.
+    /// Lets `by` pass: the wall clock and elapsed time both move forward by `by`.
     pub fn advance(&self, by: Duration) {
-        self.millis.fetch_add(duration_millis(by), Ordering::SeqCst);
+        let by = duration_millis(by);
+        self.elapsed_millis.fetch_add(by, Ordering::SeqCst);
+        self.wall_millis.fetch_add(by, Ordering::SeqCst);
     }
 
-    /// Sets the clock to `to`, forwards or backwards.
-    pub fn set(&self, to: SystemTime) {
-        self.millis.store(unix_millis(to), Ordering::SeqCst);
+    /// Steps the wall clock to `to`, forwards or backwards, without any time passing: what a
+    /// corrected or misconfigured system clock does. An open store does not see it.
+    pub fn step(&self, to: SystemTime) {
+        self.wall_millis.store(unix_millis(to), Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.millis.load(Ordering::SeqCst))
+        UNIX_EPOCH + Duration::from_millis(self.wall_millis.load(Ordering::SeqCst))
+    }
+
+    fn elapsed(&self) -> Duration {
+        Duration::from_millis(self.elapsed_millis.load(Ordering::SeqCst))
     }
 }
 
@@ -88,26 +118,40 @@ pub(crate) fn from_unix_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
 }
 
-/// The store's view of time: a [`Clock`] that never runs backwards.
+/// The store's view of time: the wall time read at open (raised to the persisted high-water
+/// mark), advanced by the clock's elapsed time since. Never runs backwards.
 #[derive(Debug)]
 pub(crate) struct StoreTime {
     clock: Arc<dyn Clock>,
+    /// Store time at `origin`, in milliseconds since the Unix epoch.
+    base: u64,
+    /// The clock's elapsed time when `base` was taken.
+    origin: Duration,
     latest: AtomicU64,
 }
 
 impl StoreTime {
-    pub(crate) fn new(clock: Arc<dyn Clock>) -> Self {
+    /// Store time that read `base` when `clock`'s elapsed time read `origin`, and advances with
+    /// it.
+    pub(crate) fn new(clock: Arc<dyn Clock>, base: u64, origin: Duration) -> Self {
         Self {
             clock,
-            latest: AtomicU64::new(0),
+            base,
+            origin,
+            latest: AtomicU64::new(base),
         }
     }
 
-    /// The current time in milliseconds since the Unix epoch: the largest reading so far.
+    /// The current time in milliseconds since the Unix epoch.
     ///
-    /// Readings taken one after another (for example under one lock) never decrease.
+    /// Readings taken one after another (for example under one lock) never decrease, even from
+    /// a clock whose elapsed time does.
     pub(crate) fn now_millis(&self) -> u64 {
-        let read = unix_millis(self.clock.now());
+        let elapsed = self.clock.elapsed().saturating_sub(self.origin);
+        let read = self
+            .base
+            .saturating_add(duration_millis(elapsed))
+            .min(MAX_MILLIS);
         let previous = self.latest.fetch_max(read, Ordering::AcqRel);
         previous.max(read)
     }
@@ -125,13 +169,37 @@ mod tests {
     }
 
     #[test]
-    fn store_time_never_goes_back() {
+    fn store_time_follows_elapsed_time_not_wall_steps() {
         let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(100));
-        let time = StoreTime::new(Arc::new(clock.clone()));
+        let time = StoreTime::new(Arc::new(clock.clone()), 100_000, clock.elapsed());
         assert_eq!(time.now_millis(), 100_000);
-        clock.set(UNIX_EPOCH + Duration::from_secs(50));
+        clock.step(UNIX_EPOCH + Duration::from_secs(50));
         assert_eq!(time.now_millis(), 100_000);
-        clock.set(UNIX_EPOCH + Duration::from_secs(101));
-        assert_eq!(time.now_millis(), 101_000);
+        clock.step(UNIX_EPOCH + Duration::from_secs(1_000_000));
+        assert_eq!(time.now_millis(), 100_000);
+        clock.advance(Duration::from_millis(1_500));
+        assert_eq!(time.now_millis(), 101_500);
+    }
+
+    /// A clock whose elapsed time runs backwards: a custom `Clock` with a bug.
+    #[derive(Debug)]
+    struct Backwards(AtomicU64);
+
+    impl Clock for Backwards {
+        fn now(&self) -> SystemTime {
+            UNIX_EPOCH
+        }
+        fn elapsed(&self) -> Duration {
+            Duration::from_millis(self.0.fetch_sub(10, Ordering::SeqCst))
+        }
+    }
+
+    #[test]
+    fn store_time_never_goes_back() {
+        let clock = Backwards(AtomicU64::new(1_000));
+        let origin = clock.elapsed();
+        let time = StoreTime::new(Arc::new(clock), 5_000, origin);
+        assert_eq!(time.now_millis(), 5_000);
+        assert_eq!(time.now_millis(), 5_000);
     }
 }

@@ -6,7 +6,7 @@
 //! in flight. Once the write that carries the mark returns, the claim is *settled*: durable, or
 //! removed if the write failed.
 
-use crate::clock::{StoreTime, from_unix_millis};
+use crate::clock::{StoreTime, from_unix_millis, unix_millis};
 use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::id::{Fingerprint, namespace_seed};
@@ -15,6 +15,7 @@ use crate::store::Outcome;
 use crate::wheel::{Hot, HotTier, Stamps, Stripe};
 use crate::window::Window;
 use std::ops::Range;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
 
 pub(crate) struct Engine {
@@ -24,6 +25,43 @@ pub(crate) struct Engine {
     window: Window,
     stamps: Stamps,
     namespace_seed: u64,
+}
+
+/// Claims taken and not yet handed to a write. Dropped with claims in it (an error, a
+/// conflict, a panic between claim and write), it settles them as failed, so no mark stays in
+/// flight and nothing stays pending in front of its stripe's expiry.
+pub(crate) struct Unsettled<'e> {
+    engine: &'e Engine,
+    claims: Vec<Claim>,
+}
+
+impl<'e> Unsettled<'e> {
+    pub(crate) fn new(engine: &'e Engine, capacity: usize) -> Self {
+        Self {
+            engine,
+            claims: Vec::with_capacity(capacity),
+        }
+    }
+
+    /// [`Engine::claim`] into this set.
+    pub(crate) fn claim(&mut self, fp: Fingerprint) -> Result<Outcome> {
+        self.engine.claim(fp, &mut self.claims)
+    }
+
+    pub(crate) fn claims(&self) -> &[Claim] {
+        &self.claims
+    }
+
+    /// The claims, for a write that will settle them.
+    pub(crate) fn into_claims(mut self) -> Vec<Claim> {
+        std::mem::take(&mut self.claims)
+    }
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        self.engine.settle(&self.claims, false);
+    }
 }
 
 /// A pending mark, claimed in the hot tier, to write and settle.
@@ -37,8 +75,11 @@ pub(crate) struct Claim {
 
 impl Engine {
     pub(crate) fn open(settings: &Settings) -> Result<Self> {
-        let time = StoreTime::new(Arc::clone(&settings.clock));
-        let opened = Cold::open(settings, time.now_millis())?;
+        // Both clocks are read together, so the time spent opening counts.
+        let origin = settings.clock.elapsed();
+        let wall = unix_millis(settings.clock.now());
+        let opened = Cold::open(settings, wall)?;
+        let time = StoreTime::new(Arc::clone(&settings.clock), opened.now, origin);
         let window = Window::new(settings.window_ms, settings.slots);
         Ok(Self {
             hot: HotTier::new(
@@ -118,12 +159,17 @@ impl Engine {
 
     /// Writes a group of transactions in one batch and settles every claim of the group
     /// (`claims`, one slice per transaction): the one way a write of marks ends.
+    ///
+    /// A panic inside the write is caught here: its claims are settled as failed and the store
+    /// is poisoned (the write's fate is unknown, as after a failed fsync), and the panic becomes
+    /// the error every transaction of the group gets. No mark stays in flight behind it.
     pub(crate) fn write_and_settle(
         &self,
         group: &[&Staged],
         claims: &[&[Claim]],
     ) -> Result<Vec<Range<u64>>> {
-        let written = self.cold.write_staged(group);
+        let written = panic::catch_unwind(AssertUnwindSafe(|| self.cold.write_staged(group)))
+            .unwrap_or_else(|panic| Err(self.cold.poison_after_panic(panic.as_ref())));
         for c in claims {
             self.settle(c, written.is_ok());
         }
@@ -131,12 +177,15 @@ impl Engine {
     }
 
     /// Writes the marks of `claims` in one batch, directly (not through the committer).
-    pub(crate) fn write_claims(&self, claims: &[Claim]) -> Result<()> {
-        if claims.is_empty() {
+    pub(crate) fn write_claims(&self, mut claims: Unsettled<'_>) -> Result<()> {
+        if claims.claims.is_empty() {
             return Ok(());
         }
-        let staged = Staged::marks(claims.iter().map(|c| (c.fp, c.at)).collect());
-        self.write_and_settle(&[&staged], &[claims]).map(drop)
+        let staged = Staged::marks(claims.claims.iter().map(|c| (c.fp, c.at)).collect());
+        let written = self.write_and_settle(&[&staged], &[&claims.claims]);
+        claims.claims.clear(); // settled
+        self.cold.maintain();
+        written.map(drop)
     }
 
     /// Asks the disk about a fingerprint the stripe does not hold, unless the stripe's miss is

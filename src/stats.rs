@@ -14,8 +14,11 @@ pub struct Stats {
     /// Checks the in-memory tier could not answer alone (after a restart, or over budget), so
     /// that went to disk.
     pub cold_lookups: u64,
-    /// Generations (column families of marks) on disk.
+    /// Generations (column families of marks) on disk, dead ones not yet dropped included.
     pub generations: usize,
+    /// Drops of dead generations that failed since open. None fails a write; each is retried
+    /// at the next rollover (meanwhile the dead generation takes disk).
+    pub failed_generation_drops: u64,
     /// Writes of transactions: groups merged by the committer, and uncontended commits written
     /// by their caller (a group of one).
     pub commit_groups: u64,

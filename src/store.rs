@@ -2,7 +2,7 @@
 
 use crate::commit::Committer;
 use crate::config::{Settings, StoreBuilder};
-use crate::engine::Engine;
+use crate::engine::{Engine, Unsettled};
 use crate::error::Result;
 use crate::id::Fingerprint;
 use crate::outbox::Outbox;
@@ -102,9 +102,9 @@ impl Store {
     pub fn check_and_mark(&self, id: impl AsRef<[u8]>) -> Result<Outcome> {
         let engine = self.engine();
         let fp = engine.fingerprint(id.as_ref(), None)?;
-        let mut claims = Vec::new();
-        let outcome = engine.claim(fp, &mut claims)?;
-        engine.write_claims(&claims)?;
+        let mut claims = Unsettled::new(engine, 1);
+        let outcome = claims.claim(fp)?;
+        engine.write_claims(claims)?;
         Ok(outcome)
     }
 
@@ -120,18 +120,12 @@ impl Store {
     pub fn check_and_mark_batch<I: AsRef<[u8]>>(&self, ids: &[I]) -> Result<Vec<Outcome>> {
         let engine = self.engine();
         let fps = self.fingerprints(ids)?;
-        let mut claims = Vec::new();
+        let mut claims = Unsettled::new(engine, fps.len());
         let mut outcomes = Vec::with_capacity(fps.len());
         for fp in fps {
-            match engine.claim(fp, &mut claims) {
-                Ok(outcome) => outcomes.push(outcome),
-                Err(e) => {
-                    engine.settle(&claims, false);
-                    return Err(e);
-                }
-            }
+            outcomes.push(claims.claim(fp)?);
         }
-        engine.write_claims(&claims)?;
+        engine.write_claims(claims)?;
         Ok(outcomes)
     }
 
@@ -196,6 +190,7 @@ impl Store {
             hot_evictions: hot.evictions,
             cold_lookups: hot.cold_lookups,
             generations: self.engine().cold.generation_count(),
+            failed_generation_drops: self.engine().cold.failed_drops(),
             commit_groups: commits.groups.load(Ordering::Relaxed),
             committed_transactions: commits.transactions.load(Ordering::Relaxed),
             largest_commit_group: commits.largest.load(Ordering::Relaxed),
@@ -248,7 +243,7 @@ impl std::fmt::Debug for Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::persist::Strike;
+    use crate::persist::{Op, Strike};
     use crate::{CommitOutcome, Error};
 
     /// A failed write poisons the store: it and every later write fail, reads go on, the failed
@@ -257,7 +252,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.check_and_mark("before").unwrap(), Outcome::New);
-        store.engine().cold.fault.arm(0, strike);
+        store.engine().cold.fault.arm(Op::Write, 0, strike);
 
         let mut txn = store.transaction();
         txn.mark("m").unwrap().put("rows", "k", "v").unwrap();
@@ -285,7 +280,7 @@ mod tests {
         drop(store);
 
         let store = Store::open(dir.path()).unwrap();
-        let written = strike == Strike::AfterWrite;
+        let written = strike == Strike::After;
         // All of the failed transaction or none of it.
         assert_eq!(store.contains("m").unwrap(), written);
         assert_eq!(store.get("rows", "k").unwrap().is_some(), written);
@@ -300,12 +295,12 @@ mod tests {
 
     #[test]
     fn a_write_failing_before_the_log_poisons_the_store() {
-        poisoning(Strike::BeforeWrite);
+        poisoning(Strike::Before);
     }
 
     #[test]
     fn a_write_failing_after_the_log_poisons_the_store() {
-        poisoning(Strike::AfterWrite);
+        poisoning(Strike::After);
     }
 
     #[test]
@@ -314,7 +309,7 @@ mod tests {
         // reaches every ticket in it, and none of its marks stays in flight.
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.engine().cold.fault.arm(0, Strike::BeforeWrite);
+        store.engine().cold.fault.arm(Op::Write, 0, Strike::Before);
         let tickets: Vec<_> = ["a", "b", "c"]
             .iter()
             .map(|id| {
@@ -362,7 +357,7 @@ mod tests {
     fn a_failed_check_and_mark_leaves_the_id_unmarked() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.engine().cold.fault.arm(1, Strike::BeforeWrite);
+        store.engine().cold.fault.arm(Op::Write, 1, Strike::Before);
         assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
         assert!(matches!(
             store.check_and_mark_batch(&["b", "c"]),

@@ -1,6 +1,7 @@
 //! [`Transaction`]: record-and-mark, the atomic write.
 
 use crate::commit::{Prepared, Ticket};
+use crate::engine::Unsettled;
 use crate::error::{Error, Result};
 use crate::id::Fingerprint;
 use crate::persist::{Row, Staged, offset_key, table_cf};
@@ -187,27 +188,23 @@ impl<'a> Transaction<'a> {
         // transactions that share IDs, the one that claims the smallest shared ID first gets
         // all of them: exactly one commits.
         let order = claim_order(&self.marks);
-        let mut claims = Vec::with_capacity(self.marks.len());
+        // Dropped on any early return, `claims` releases what it claimed.
+        let mut claims = Unsettled::new(engine, self.marks.len());
         let mut conflicts = Vec::new();
         for &i in &order {
             let fp = self.marks[i].1;
             // After a conflict, the remaining marks are only looked at, to name them all.
             let outcome = if conflicts.is_empty() {
-                engine.claim(fp, &mut claims)
+                claims.claim(fp)?
             } else {
-                engine.check(fp)
+                engine.check(fp)?
             };
-            match outcome {
-                Ok(Outcome::New) => {}
-                Ok(outcome) => conflicts.push((i, outcome)),
-                Err(e) => {
-                    engine.settle(&claims, false);
-                    return Err(e);
-                }
+            if outcome != Outcome::New {
+                conflicts.push((i, outcome));
             }
         }
         if !conflicts.is_empty() {
-            engine.settle(&claims, false);
+            drop(claims);
             conflicts.sort_unstable_by_key(|c| c.0);
             return Ok(Err(conflicts
                 .into_iter()
@@ -218,8 +215,11 @@ impl<'a> Transaction<'a> {
                 .collect()));
         }
         let mut staged = self.staged;
-        staged.marks = claims.iter().map(|c| (c.fp, c.at)).collect();
-        Ok(Ok(Prepared { staged, claims }))
+        staged.marks = claims.claims().iter().map(|c| (c.fp, c.at)).collect();
+        Ok(Ok(Prepared {
+            staged,
+            claims: claims.into_claims(),
+        }))
     }
 }
 

@@ -1,5 +1,6 @@
 //! Bad input gets a clear error and loses nothing: bad IDs, a directory already open (in this
-//! process or another), a damaged or foreign meta record, some other RocksDB, unrelated files.
+//! process or another, refused before anything in it is read), a damaged or foreign meta record,
+//! some other RocksDB, unrelated files.
 
 use dedupstore::{Error, Outcome, Store};
 use rocksdb::{DB, Options};
@@ -59,6 +60,26 @@ fn a_second_open_in_this_process_is_locked() {
     }
     // The refused open disturbed nothing; once the first store is gone the directory opens.
     assert!(store.contains("kept").unwrap());
+    drop(store);
+    assert!(Store::open(dir.path()).unwrap().contains("kept").unwrap());
+}
+
+#[test]
+fn a_second_open_takes_the_lock_before_reading_the_database() {
+    // While the holder's RocksDB rewrites its files, a second open must not read them: it is
+    // refused as `Locked`, not with whatever a half-written MANIFEST or CURRENT looks like.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.check_and_mark("kept").unwrap();
+    let current = dir.path().join("CURRENT");
+    let aside = dir.path().join("CURRENT.aside");
+    std::fs::rename(&current, &aside).unwrap(); // as between RocksDB's unlink and rename
+    let second = Store::open(dir.path());
+    std::fs::rename(&aside, &current).unwrap();
+    match second {
+        Err(Error::Locked { path }) => assert_eq!(path, dir.path()),
+        other => panic!("{other:?}"),
+    }
     drop(store);
     assert!(Store::open(dir.path()).unwrap().contains("kept").unwrap());
 }

@@ -149,7 +149,7 @@ impl Committer {
         &self,
         prepared: Prepared,
     ) -> Result<Result<CommitOutcome>, Prepared> {
-        let Some(_token) = self.shared.writer.try_lock() else {
+        let Some(token) = self.shared.writer.try_lock() else {
             return Err(prepared);
         };
         if self.shared.unfinished.load(Ordering::Acquire) != 0 {
@@ -161,6 +161,8 @@ impl Committer {
             .engine
             .write_and_settle(&[&prepared.staged], &[&prepared.claims]);
         self.shared.counters.record(1, started.elapsed());
+        drop(token);
+        self.shared.engine.cold.maintain();
         Ok(written.map(|mut outboxes| {
             CommitOutcome::Committed(Receipt {
                 outbox: outboxes.pop().unwrap_or_default(),
@@ -228,13 +230,15 @@ impl Shared {
 
     fn write_group(&self, token: MutexGuard<'_, ()>, group: Vec<Request>) {
         let started = Instant::now();
+        // No longer queued: whatever becomes of the write (an error, a panic caught below it),
+        // the count must not keep direct writers out. The token keeps them out meanwhile.
+        self.unfinished.fetch_sub(group.len(), Ordering::AcqRel);
         let written = {
             let staged: Vec<&Staged> = group.iter().map(|r| &r.prepared.staged).collect();
             let claims: Vec<&[Claim]> = group.iter().map(|r| &r.prepared.claims[..]).collect();
             self.engine.write_and_settle(&staged, &claims)
         };
         self.counters.record(group.len(), started.elapsed());
-        self.unfinished.fetch_sub(group.len(), Ordering::AcqRel);
         // Claims are settled and the token released before any waiter runs: a caller who
         // learns of the commit finds its marks durable, and can commit again at once.
         drop(token);
@@ -252,6 +256,7 @@ impl Shared {
                 }
             }
         }
+        self.engine.cold.maintain();
     }
 }
 

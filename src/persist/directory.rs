@@ -55,10 +55,19 @@ pub(crate) fn inspect(path: &Path) -> Result<Vec<String>> {
     Ok(Vec::new())
 }
 
+/// The directory's lock, held while the store is open.
+pub(crate) struct DirLock {
+    file: File,
+    /// Whether opening the lock created its file (removed again if the directory is refused).
+    created: bool,
+}
+
 /// Takes the directory's lock: an exclusive `flock`, which also conflicts with a second open in
-/// the same process. Released when the returned file is closed.
-pub(crate) fn lock(path: &Path) -> Result<File> {
+/// the same process. Released when the returned lock is dropped. Taken before anything else in
+/// the directory is read: another process may be rewriting RocksDB's files.
+pub(crate) fn lock(path: &Path) -> Result<DirLock> {
     let lock_path = path.join(LOCK_FILE);
+    let created = !lock_path.exists();
     let file = File::options()
         .create(true)
         .truncate(false)
@@ -66,12 +75,24 @@ pub(crate) fn lock(path: &Path) -> Result<File> {
         .open(&lock_path)
         .map_err(|e| Error::io(format!("opening {}", lock_path.display()), e))?;
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(DirLock { file, created }),
         Err(TryLockError::WouldBlock) => Err(Error::Locked {
             path: path.to_owned(),
         }),
         Err(TryLockError::Error(e)) => {
             Err(Error::io(format!("locking {}", lock_path.display()), e))
+        }
+    }
+}
+
+impl DirLock {
+    /// Releases the lock of a directory that turned out not to be a store, removing its file
+    /// if this open created it: a refused directory is left as it was found.
+    pub(crate) fn abandon(self, path: &Path) {
+        drop(self.file);
+        if self.created {
+            // Best effort: the refusal is what the caller reports.
+            let _ = fs::remove_file(path.join(LOCK_FILE));
         }
     }
 }

@@ -1,51 +1,80 @@
-//! A fault point in the write path, for tests and the fuzzer: fails a chosen write, before it
-//! reaches RocksDB (nothing written) or after (written, but reported as failed, as when an fsync
-//! fails after the data reached the operating system).
+//! A fault point in the persistence layer, for tests and the fuzzer: fails the Nth write,
+//! generation creation or generation drop, before it reaches RocksDB (nothing done), after it
+//! (done, but reported as failed, as when an fsync fails after the data reached the operating
+//! system), or by panicking there.
 
-#![cfg(any(test, fuzzing))]
-
+#[cfg(any(test, fuzzing))]
 use crate::error::Error;
+#[cfg(any(test, fuzzing))]
 use parking_lot::Mutex;
+#[cfg(any(test, fuzzing))]
 use std::io;
 
-/// Where the injected failure strikes.
+/// The operations a fault point can fail (named in every build, so call sites need no `cfg`).
+#[cfg_attr(not(any(test, fuzzing)), allow(dead_code))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// A write batch through the write-ahead log.
+    Write,
+    /// Creating a generation's column family.
+    Create,
+    /// Dropping a dead generation.
+    Drop,
+}
+
+/// How the injected failure strikes.
+#[cfg(any(test, fuzzing))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Strike {
-    BeforeWrite,
-    AfterWrite,
+    /// Fail without doing the operation.
+    Before,
+    /// Do the operation, then report it failed.
+    After,
+    /// Panic instead of doing the operation.
+    Panic,
 }
 
-/// Fails the write that comes after `after` successful ones.
+/// Fails the operation `op` that comes after `after` successful ones.
+#[cfg(any(test, fuzzing))]
 #[derive(Debug, Default)]
 pub(crate) struct FaultPoint {
-    armed: Mutex<Option<(u64, Strike)>>,
+    armed: Mutex<Option<(Op, u64, Strike)>>,
 }
 
+#[cfg(any(test, fuzzing))]
 impl FaultPoint {
-    pub(crate) fn arm(&self, after: u64, strike: Strike) {
-        *self.armed.lock() = Some((after, strike));
+    pub(crate) fn arm(&self, op: Op, after: u64, strike: Strike) {
+        *self.armed.lock() = Some((op, after, strike));
     }
 
-    /// Counts one write; `Some` if this one must fail.
-    pub(crate) fn tick(&self) -> Option<Strike> {
+    /// Whether the armed fault has struck (or none was armed).
+    pub(crate) fn spent(&self) -> bool {
+        self.armed.lock().is_none()
+    }
+
+    /// Counts one `op`; `Some` if this one must fail. A [`Strike::Panic`] panics here.
+    pub(crate) fn tick(&self, op: Op) -> Option<Strike> {
         let mut armed = self.armed.lock();
-        match armed.as_mut() {
-            Some((0, strike)) => {
+        let strike = match armed.as_mut() {
+            Some((armed_op, 0, strike)) if *armed_op == op => {
                 let strike = *strike;
                 *armed = None;
-                Some(strike)
+                strike
             }
-            Some((after, _)) => {
+            Some((armed_op, after, _)) if *armed_op == op => {
                 *after -= 1;
-                None
+                return None;
             }
-            None => None,
-        }
+            _ => return None,
+        };
+        drop(armed);
+        assert!(strike != Strike::Panic, "injected panic in {op:?}");
+        Some(strike)
     }
 
-    pub(crate) fn error(strike: Strike) -> Error {
+    pub(crate) fn error(op: Op, strike: Strike) -> Error {
         Error::io(
-            format!("writing to the store (injected fault, {strike:?})"),
+            format!("{op:?} in the store (injected fault, {strike:?})"),
             io::Error::other("injected fault"),
         )
     }

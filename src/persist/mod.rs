@@ -15,9 +15,11 @@ mod layout;
 mod meta;
 mod options;
 mod staged;
+#[cfg(test)]
+mod tests;
 
 #[cfg(any(test, fuzzing))]
-pub(crate) use fault::Strike;
+pub(crate) use fault::{Op, Strike};
 pub use layout::{MAX_STREAM_NAME, MAX_TABLE_NAME};
 pub(crate) use layout::{offset_key, table_cf};
 pub(crate) use staged::{Row, Staged};
@@ -34,12 +36,13 @@ use meta::Meta;
 use options::Sizing;
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
-    BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, FlushOptions, IteratorMode,
-    MultiThreaded, Options, WriteBatch, WriteOptions,
+    BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded,
+    Options, WriteBatch, WriteOptions,
 };
-use std::fs::{self, File};
+use std::fs;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 type Db = DBWithThreadMode<MultiThreaded>;
@@ -47,6 +50,10 @@ type Db = DBWithThreadMode<MultiThreaded>;
 const META_KEY: &[u8] = b"meta";
 /// The outbox's next sequence number, u64 big-endian, in column family `meta`.
 const OUTBOX_NEXT_KEY: &[u8] = b"outbox_next";
+/// The store's time high-water mark, u64 big-endian milliseconds, in column family `meta`: at
+/// least the time of every mark written, less one slot. An open never starts the store's time
+/// below it.
+const CLOCK_KEY: &[u8] = b"clock";
 
 pub(crate) struct Cold {
     // Field order is drop order: the database closes before the lock is released.
@@ -60,13 +67,19 @@ pub(crate) struct Cold {
     outbox_next: Mutex<u64>,
     /// Why the store is poisoned, once a write has failed.
     poisoned: OnceLock<String>,
+    /// The time high-water mark last written to `meta` (see [`CLOCK_KEY`]).
+    clock_written: AtomicU64,
+    /// Drops of dead generations that failed; each is retried.
+    failed_drops: AtomicU64,
+    /// The mark time of the last rollover whose dead generations are not dropped yet (0: none).
+    rolled_at: AtomicU64,
     #[cfg(any(test, fuzzing))]
     pub(crate) fault: fault::FaultPoint,
     window: Window,
     span: u64,
     sync: bool,
     path: PathBuf,
-    _lock: File,
+    _lock: directory::DirLock,
 }
 
 /// A freshly opened cold tier and what the hot tier needs to know of it.
@@ -75,6 +88,9 @@ pub(crate) struct Opened {
     /// Every mark made at or after this time will go through the hot tier; earlier ones may be
     /// on disk only.
     pub complete_from: u64,
+    /// The store's time at open: the wall clock's reading, raised to the persisted high-water
+    /// mark and to the newest generation's start.
+    pub now: u64,
 }
 
 /// An outbox event: its sequence number (commit order) and payload.
@@ -87,14 +103,21 @@ pub struct OutboxEntry {
 }
 
 impl Cold {
-    /// Opens (or creates) the store at `settings.path`. Reads only the list of column families
-    /// and the meta CF: nothing proportional to the window.
-    pub(crate) fn open(settings: &Settings, now: u64) -> Result<Opened> {
+    /// Opens (or creates) the store at `settings.path`, `wall` being the wall clock's reading.
+    /// Reads only the list of column families and the meta CF: nothing proportional to the
+    /// window.
+    pub(crate) fn open(settings: &Settings, wall: u64) -> Result<Opened> {
         let path = settings.path.clone();
         fs::create_dir_all(&path)
             .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
-        let existing = directory::inspect(&path)?;
         let lock = directory::lock(&path)?;
+        let existing = match directory::inspect(&path) {
+            Ok(existing) => existing,
+            Err(e) => {
+                lock.abandon(&path);
+                return Err(e);
+            }
+        };
 
         let window = Window::new(settings.window_ms, settings.slots);
         let sizing = Sizing::for_capacity(settings.capacity);
@@ -123,6 +146,7 @@ impl Cold {
                     ));
                 }
             };
+            let options = tuned(settings, options);
             descriptors.push(ColumnFamilyDescriptor::new(name, options));
         }
         generations.sort_by_key(|g| g.start);
@@ -132,10 +156,13 @@ impl Cold {
         let cold = Cold {
             db,
             generations: RwLock::new(generations),
-            generation_options: Mutex::new(options::generation(sizing, &cache)),
-            table_options: Mutex::new(options::table(sizing, &cache)),
+            generation_options: Mutex::new(tuned(settings, options::generation(sizing, &cache))),
+            table_options: Mutex::new(tuned(settings, options::table(sizing, &cache))),
             outbox_next: Mutex::new(0),
             poisoned: OnceLock::new(),
+            clock_written: AtomicU64::new(0),
+            failed_drops: AtomicU64::new(0),
+            rolled_at: AtomicU64::new(0),
             #[cfg(any(test, fuzzing))]
             fault: fault::FaultPoint::default(),
             window,
@@ -144,9 +171,16 @@ impl Cold {
             path,
             _lock: lock,
         };
+        let high_water = cold.stored_u64(CLOCK_KEY, "the time high-water mark")?;
+        let newest_start = cold.generations.read().last().map_or(0, |g| g.start);
+        let now = wall.max(high_water.unwrap_or(0)).max(newest_start);
         cold.check_meta(settings, now)?;
-        *cold.outbox_next.lock() = cold.stored_outbox_next()?;
-        cold.drop_dead_generations(now, true)?;
+        *cold.outbox_next.lock() = cold
+            .stored_u64(OUTBOX_NEXT_KEY, "the outbox sequence")?
+            .unwrap_or(0);
+        cold.clock_written
+            .store(high_water.unwrap_or(0), Ordering::Relaxed);
+        cold.reap(now, true);
         let complete_from = cold
             .generations
             .read()
@@ -157,6 +191,7 @@ impl Cold {
         Ok(Opened {
             cold,
             complete_from,
+            now,
         })
     }
 
@@ -214,12 +249,13 @@ impl Cold {
         Ok(())
     }
 
-    fn stored_outbox_next(&self) -> Result<u64> {
+    /// A u64 kept under `key` in `meta` (`what` names it in errors).
+    fn stored_u64(&self, key: &[u8], what: &str) -> Result<Option<u64>> {
         let stored = self
             .db
-            .get_pinned_cf(&self.cf(META_CF)?, OUTBOX_NEXT_KEY)
-            .map_err(|e| Error::rocks("reading the outbox sequence", &e))?;
-        stored.map_or(Ok(0), |v| decode_u64(&v, || "the outbox sequence".into()))
+            .get_pinned_cf(&self.cf(META_CF)?, key)
+            .map_err(|e| Error::rocks(format!("reading {what}"), &e))?;
+        stored.map(|v| decode_u64(&v, || what.into())).transpose()
     }
 
     /// Writes a group of transactions in one batch through the write-ahead log: marks into the
@@ -245,12 +281,13 @@ impl Cold {
         let mut row_cf = row_cf.into_iter();
         let latest = group.iter().flat_map(|s| s.marks.iter().map(|m| m.1)).max();
         // Holding the read lock across the write keeps the generation from being dropped.
+        let mut rolled = false;
         let generations = loop {
             let generations = self.generations.read();
             match latest {
                 Some(t) if generations.last().is_none_or(|g| t >= g.end) => {
                     drop(generations);
-                    self.open_generation(t)?;
+                    rolled |= self.open_generation(t)?;
                 }
                 _ => break generations,
             }
@@ -265,6 +302,16 @@ impl Cold {
             .then(|| self.outbox_next.lock());
         let mut seq = outbox_next.as_deref().copied().unwrap_or(0);
         let mut batch = WriteBatch::default();
+        // Once a slot, a batch of marks raises the persisted time high-water mark.
+        let clock = latest.filter(|&t| {
+            t >= self
+                .clock_written
+                .load(Ordering::Relaxed)
+                .saturating_add(self.window.slot_ms)
+        });
+        if let Some(t) = clock {
+            batch.put_cf(&self.cf(META_CF)?, CLOCK_KEY, t.to_be_bytes());
+        }
         let mut ranges = Vec::with_capacity(group.len());
         let (offsets_cf, outbox_cf) = (self.cf(OFFSETS_CF)?, self.cf(OUTBOX_CF)?);
         for staged in group {
@@ -301,6 +348,12 @@ impl Cold {
             self.write(batch)?;
         }
         drop(generations);
+        if let Some(t) = clock {
+            self.clock_written.fetch_max(t, Ordering::Relaxed);
+        }
+        if let (true, Some(t)) = (rolled, latest) {
+            self.rolled_at.fetch_max(t, Ordering::Relaxed);
+        }
         Ok(ranges)
     }
 
@@ -418,10 +471,10 @@ impl Cold {
     fn write(&self, batch: WriteBatch) -> Result<()> {
         self.check_poison()?;
         #[cfg(any(test, fuzzing))]
-        let strike = self.fault.tick();
+        let strike = self.fault.tick(Op::Write);
         #[cfg(any(test, fuzzing))]
-        if strike == Some(Strike::BeforeWrite) {
-            return Err(self.poison(fault::FaultPoint::error(Strike::BeforeWrite)));
+        if strike == Some(Strike::Before) {
+            return Err(self.poison(fault::FaultPoint::error(Op::Write, Strike::Before)));
         }
         let mut options = WriteOptions::default();
         options.set_sync(self.sync);
@@ -431,10 +484,23 @@ impl Cold {
             .map_err(|e| Error::rocks("writing to the store", &e));
         #[cfg(any(test, fuzzing))]
         let result = result.and_then(|()| match strike {
-            Some(s) => Err(fault::FaultPoint::error(s)),
+            Some(s) => Err(fault::FaultPoint::error(Op::Write, s)),
             None => Ok(()),
         });
         result.map_err(|e| self.poison(e))
+    }
+
+    /// Poisons the store after a write panicked (its fate is unknown) and returns the error
+    /// its callers get.
+    pub(crate) fn poison_after_panic(&self, panic: &(dyn std::any::Any + Send)) -> Error {
+        let message = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic without a message");
+        let cause = format!("a write panicked: {message}");
+        self.poisoned.get_or_init(|| cause.clone());
+        Error::Poisoned { cause }
     }
 
     fn poison(&self, error: Error) -> Error {
@@ -457,47 +523,100 @@ impl Cold {
         self.cf(cf)
     }
 
-    /// Opens the generation for marks made at `t`, then drops the generations that died.
-    fn open_generation(&self, t: u64) -> Result<()> {
-        let mut generations = self.generations.write();
-        if generations.last().is_some_and(|g| t < g.end) {
-            return Ok(()); // another writer got here first
+    /// Makes sure a generation holds marks made at `t`: creates the next one and records it.
+    /// Returns whether this call created it. Only creators wait for each other here; readers and
+    /// writers of marks before `t` go on. A failure leaves the list as it was (a column family
+    /// RocksDB created before failing is found and recorded by the next attempt).
+    fn open_generation(&self, t: u64) -> Result<bool> {
+        // The options' lock serialises creators.
+        let options = self.generation_options.lock();
+        let newest = self.generations.read().last().cloned();
+        if newest.as_ref().is_some_and(|g| t < g.end) {
+            return Ok(false); // another writer got here first
         }
-        let next = Generation::next(t, self.span, generations.last());
-        self.db
-            .create_cf(&next.name, &self.generation_options.lock())
-            .map_err(|e| Error::rocks(format!("creating {}", next.name), &e))?;
-        if let Some(previous) = generations.last()
-            && let Ok(cf) = self.cf(&previous.name)
-        {
-            // It receives no more writes; flushing it now lets its WAL go.
-            let mut flush = FlushOptions::default();
-            flush.set_wait(false);
-            self.db
-                .flush_cf_opt(&cf, &flush)
-                .map_err(|e| Error::rocks(format!("flushing {}", previous.name), &e))?;
+        let next = Generation::next(t, self.span, newest.as_ref());
+        if self.db.cf_handle(&next.name).is_none() {
+            self.fallible(
+                fault::Op::Create,
+                || format!("creating {}", next.name),
+                || self.db.create_cf(&next.name, &options),
+            )?;
         }
-        generations.push(next);
-        drop(generations);
-        self.drop_dead_generations(t, false)
+        drop(options);
+        self.generations.write().push(next);
+        Ok(true)
     }
 
-    /// Drops every generation whose marks are all dead at `now`. The newest is kept unless
-    /// `include_newest` (writers may be about to write into it).
-    fn drop_dead_generations(&self, now: u64, include_newest: bool) -> Result<()> {
-        let mut generations = self.generations.write();
-        let candidates =
-            generations.len() - usize::from(!include_newest && !generations.is_empty());
-        let dead: Vec<usize> = (0..candidates)
-            .filter(|&i| self.window.range_expired(generations[i].end, now))
-            .collect();
-        for &i in dead.iter().rev() {
-            let g = generations.remove(i);
-            self.db
-                .drop_cf(&g.name)
-                .map_err(|e| Error::rocks(format!("dropping {}", g.name), &e))?;
+    /// Drops the generations that died by the last rollover, if one happened since the last
+    /// call. Writers call it once their write is settled and the writer token released, so it
+    /// delays no other write, and nothing here can fail a write: a failed drop is retried at the
+    /// next rollover or open.
+    ///
+    /// The generation that stopped receiving marks is not flushed here: RocksDB flushes it once
+    /// the write-ahead log outgrows `max_total_wal_size`, and a flush requested now could wait
+    /// out a write stall.
+    pub(crate) fn maintain(&self) {
+        match self.rolled_at.swap(0, Ordering::Relaxed) {
+            0 => {}
+            t => self.reap(t, false),
         }
-        Ok(())
+    }
+
+    /// Drops every generation whose marks are all dead at `now`, the newest only if
+    /// `include_newest` (writers may be about to write into it). Each leaves the list before
+    /// RocksDB drops it, so no reader looks it up meanwhile; one whose drop fails goes back into
+    /// the list, to be dropped by a later call.
+    fn reap(&self, now: u64, include_newest: bool) {
+        let dead: Vec<Generation> = {
+            let mut generations = self.generations.write();
+            let candidates =
+                generations.len() - usize::from(!include_newest && !generations.is_empty());
+            let first_live = (0..candidates)
+                .find(|&i| !self.window.range_expired(generations[i].end, now))
+                .unwrap_or(candidates);
+            generations.drain(..first_live).collect()
+        };
+        for g in dead {
+            if self
+                .fallible(fault::Op::Drop, String::new, || self.db.drop_cf(&g.name))
+                .is_err()
+            {
+                self.failed_drops.fetch_add(1, Ordering::Relaxed);
+                let mut generations = self.generations.write();
+                let at = generations.partition_point(|other| other.start < g.start);
+                generations.insert(at, g);
+            }
+        }
+    }
+
+    /// Runs a RocksDB call through the fault point (which does nothing outside tests and
+    /// fuzzing); `what` names the operation in an error.
+    #[cfg_attr(not(any(test, fuzzing)), allow(clippy::unused_self))]
+    fn fallible<T>(
+        &self,
+        op: fault::Op,
+        what: impl FnOnce() -> String,
+        call: impl FnOnce() -> Result<T, rocksdb::Error>,
+    ) -> Result<T> {
+        #[cfg(any(test, fuzzing))]
+        let strike = self.fault.tick(op);
+        #[cfg(not(any(test, fuzzing)))]
+        let _ = op;
+        #[cfg(any(test, fuzzing))]
+        if strike == Some(Strike::Before) {
+            return Err(fault::FaultPoint::error(op, Strike::Before));
+        }
+        let result = call().map_err(|e| Error::rocks(what(), &e));
+        #[cfg(any(test, fuzzing))]
+        if let (Ok(_), Some(strike)) = (&result, strike) {
+            return Err(fault::FaultPoint::error(op, strike));
+        }
+        result
+    }
+
+    /// Drops of dead generations that failed since open.
+    pub(crate) fn failed_drops(&self) -> u64 {
+        self.failed_drops.load(Ordering::Relaxed)
     }
 
     fn cf(&self, name: &str) -> Result<Arc<BoundColumnFamily<'_>>> {
@@ -506,6 +625,20 @@ impl Cold {
             detail: "expected but not open".into(),
         })
     }
+}
+
+/// `options` as a test's [`Settings::tune`] changes them.
+#[cfg_attr(not(test), allow(clippy::missing_const_for_fn, unused_variables))]
+fn tuned(settings: &Settings, options: Options) -> Options {
+    #[cfg(test)]
+    let options = {
+        let mut options = options;
+        if let Some(tune) = settings.tune {
+            tune(&mut options);
+        }
+        options
+    };
+    options
 }
 
 fn corrupt_layout(path: &std::path::Path, detail: String) -> Error {

@@ -1,7 +1,7 @@
 //! RocksDB options, sized for the retention window from the `capacity` hint.
 
 use super::generations::PER_WINDOW;
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options};
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, DBRecoveryMode, Options};
 
 const MIB: u64 = 1 << 20;
 /// A memtable entry of a mark: 16 bytes of key, 8 of value, the rest skiplist and bookkeeping.
@@ -46,6 +46,10 @@ pub(crate) fn database(sizing: Sizing) -> Options {
     o.set_keep_log_file_num(4);
     o.set_max_log_file_size(in_memory(MIB));
     o.set_max_manifest_file_size(in_memory(16 * MIB));
+    // A crash leaves at most a torn record at the end of the write-ahead log, which recovery
+    // drops (it was never acknowledged). Damage anywhere else is media corruption: reported, not
+    // silently cut off with every acknowledged write after it, as point-in-time recovery would.
+    o.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
     o
 }
 

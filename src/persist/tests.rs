@@ -1,0 +1,167 @@
+//! Generation rollover and the write path under injected faults: a failed or half-done create
+//! fails one write and the next rolls over; a failed drop fails no write and is retried; a panic
+//! in a write leaves no mark in flight.
+
+use super::{Op, Strike};
+use crate::{CommitOutcome, Error, ManualClock, Outcome, Store};
+use std::path::Path;
+use std::time::{Duration, UNIX_EPOCH};
+
+const W: Duration = Duration::from_secs(80);
+
+fn clock() -> ManualClock {
+    ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
+}
+
+fn open(dir: &Path, clock: &ManualClock) -> Store {
+    Store::builder(dir)
+        .window(W)
+        .slots(80)
+        .clock(clock.clone())
+        .open()
+        .unwrap()
+}
+
+fn create_fails_once(strike: Strike) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+    assert_eq!(store.stats().generations, 1);
+    clock.advance(W / 8);
+    store.engine().cold.fault.arm(Op::Create, 0, strike);
+    assert!(matches!(store.check_and_mark("b"), Err(Error::Io { .. })));
+    assert!(
+        !store.contains("b").unwrap(),
+        "the failed mark is not in flight"
+    );
+    // Nothing was written, so nothing is poisoned; the next write creates or finds the
+    // generation and records it.
+    assert_eq!(store.check_and_mark("b").unwrap(), Outcome::New);
+    assert_eq!(store.check_and_mark("c").unwrap(), Outcome::New);
+    assert_eq!(store.stats().generations, 2);
+    drop(store);
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.contains_batch(&["a", "b", "c"]).unwrap(), [true; 3]);
+}
+
+#[test]
+fn a_failed_generation_create_fails_one_write() {
+    create_fails_once(Strike::Before);
+}
+
+#[test]
+fn a_create_that_failed_after_creating_is_found_by_the_next_write() {
+    // RocksDB created the column family but reported a failure: the next write must not fail
+    // with "column family already exists" until the next generation is due.
+    create_fails_once(Strike::After);
+}
+
+#[test]
+fn a_failed_drop_fails_no_write_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    for round in 0..12 {
+        assert_eq!(
+            store.check_and_mark(format!("r{round}")).unwrap(),
+            Outcome::New
+        );
+        clock.advance(W / 8);
+    }
+    let before = store.stats().generations;
+    store.engine().cold.fault.arm(Op::Drop, 0, Strike::Before);
+    assert_eq!(store.check_and_mark("x").unwrap(), Outcome::New);
+    assert!(store.engine().cold.fault.spent(), "a drop was attempted");
+    let stats = store.stats();
+    assert_eq!(stats.failed_generation_drops, 1);
+    assert_eq!(
+        stats.generations,
+        before + 1,
+        "the dead generation is kept, not lost"
+    );
+    assert!(store.contains("r11").unwrap());
+    // The next rollover drops it along with the one that died since.
+    clock.advance(W / 8);
+    assert_eq!(store.check_and_mark("y").unwrap(), Outcome::New);
+    assert_eq!(store.stats().generations, before);
+    drop(store);
+    let names = rocksdb::DB::list_cf(&rocksdb::Options::default(), dir.path()).unwrap();
+    let on_disk = names.iter().filter(|n| n.starts_with("marks-")).count();
+    assert_eq!(on_disk, before, "{names:?}");
+}
+
+fn panicking(op: Op) {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("kept").unwrap(), Outcome::New);
+    if op == Op::Create {
+        clock.advance(W / 8);
+    }
+    store.engine().cold.fault.arm(op, 0, Strike::Panic);
+    match store.check_and_mark_batch(&["p", "q"]) {
+        Err(Error::Poisoned { cause }) => assert!(cause.contains("panicked"), "{cause}"),
+        other => panic!("{other:?}"),
+    }
+    // Not in flight: a check answers from what is known, and the stripe's expiry is not held
+    // up behind a claim that will never settle.
+    assert_eq!(store.contains_batch(&["p", "q"]).unwrap(), [false, false]);
+    let mut txn = store.transaction();
+    txn.mark("t").unwrap();
+    assert!(matches!(
+        txn.submit().unwrap().wait(),
+        Err(Error::Poisoned { .. })
+    ));
+    clock.advance(W * 2);
+    assert!(!store.contains("kept").unwrap(), "expiry went on");
+    assert_eq!(store.engine().hot.totals().ids, 0);
+    store.close().unwrap();
+
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("p").unwrap(), Outcome::New);
+    let mut txn = store.transaction();
+    txn.mark("t").unwrap();
+    assert!(matches!(txn.commit().unwrap(), CommitOutcome::Committed(_)));
+}
+
+#[test]
+fn a_panic_in_a_write_leaves_no_mark_in_flight() {
+    panicking(Op::Write);
+}
+
+#[test]
+fn a_panic_creating_a_generation_leaves_no_mark_in_flight() {
+    panicking(Op::Create);
+}
+
+#[test]
+fn a_panic_in_the_committer_fails_its_group_and_the_committer_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.engine().cold.fault.arm(Op::Write, 0, Strike::Panic);
+    let tickets: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|id| {
+            let mut txn = store.transaction();
+            txn.mark(id).unwrap().outbox(*id);
+            txn.submit().unwrap()
+        })
+        .collect();
+    for ticket in tickets {
+        assert!(matches!(ticket.wait(), Err(Error::Poisoned { .. })));
+    }
+    assert_eq!(store.contains_batch(&["a", "b", "c"]).unwrap(), [false; 3]);
+    // Later submissions are answered (poisoned), not left waiting on a dead thread.
+    for _ in 0..40 {
+        let mut txn = store.transaction();
+        txn.mark("later").unwrap();
+        assert!(matches!(
+            txn.submit().unwrap().wait(),
+            Err(Error::Poisoned { .. })
+        ));
+    }
+    store.close().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.outbox().peek(10).unwrap().is_empty());
+}

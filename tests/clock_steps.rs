@@ -1,0 +1,117 @@
+//! Steps of the wall clock: while a store is open its time advances by elapsed time only, so a
+//! step forward or back (by any amount) changes no answer and drops nothing; at open, time never
+//! starts below the high-water mark persisted with the marks, so a clock that went back while
+//! the store was closed neither expires marks early nor stops rollover (disk stays bounded).
+
+use dedupstore::{ManualClock, Outcome, Store};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const W: Duration = Duration::from_secs(60);
+const SLOTS: u32 = 60;
+const S: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
+
+fn t0() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(437)
+}
+
+fn open(dir: &Path, clock: &ManualClock) -> Store {
+    Store::builder(dir)
+        .window(W)
+        .slots(SLOTS)
+        .clock(clock.clone())
+        .open()
+        .unwrap()
+}
+
+fn since(first_seen: SystemTime) -> Outcome {
+    Outcome::Duplicate { first_seen }
+}
+
+#[test]
+fn steps_of_the_wall_clock_while_open_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+    let generations = store.stats().generations;
+
+    // Forward by two windows, as a VM resumed with a stale clock corrects it: no mark expires,
+    // no generation is dropped, and a new mark is stamped with the store's time.
+    clock.step(t0() + 2 * W);
+    assert_eq!(store.check_and_mark("a").unwrap(), since(t0()));
+    assert_eq!(store.check_and_mark("b").unwrap(), Outcome::New);
+    assert_eq!(store.check_and_mark("b").unwrap(), since(t0()));
+    assert_eq!(store.stats().generations, generations);
+
+    // And back, past where it started.
+    clock.step(t0() - Duration::from_secs(3_600));
+    assert_eq!(store.check_and_mark("a").unwrap(), since(t0()));
+    assert_eq!(store.check_and_mark("b").unwrap(), since(t0()));
+
+    // Time passing is what expires marks, measured from when they were made.
+    clock.advance(W - MS);
+    assert_eq!(store.check_and_mark("a").unwrap(), since(t0()));
+    clock.advance(MS + S);
+    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+    assert_eq!(store.check_and_mark("b").unwrap(), Outcome::New);
+}
+
+#[test]
+fn a_clock_behind_at_open_starts_from_the_high_water_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+    clock.advance(10 * S);
+    assert_eq!(store.check_and_mark("b").unwrap(), Outcome::New);
+    store.close().unwrap();
+
+    // Two hours back while closed: the store's time resumes where its marks left it.
+    clock.step(t0() - Duration::from_secs(7_200));
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("a").unwrap(), since(t0()));
+    assert_eq!(store.check_and_mark("b").unwrap(), since(t0() + 10 * S));
+    assert_eq!(store.check_and_mark("c").unwrap(), Outcome::New);
+    assert_eq!(
+        store.check_and_mark("c").unwrap(),
+        since(t0() + 10 * S),
+        "new marks take the store's time, not the wall clock's"
+    );
+    clock.advance(W - 10 * S - MS);
+    assert_eq!(store.check_and_mark("a").unwrap(), since(t0()));
+    clock.advance(MS + S);
+    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+    assert_eq!(store.check_and_mark("b").unwrap(), since(t0() + 10 * S));
+}
+
+#[test]
+fn a_store_reopened_with_the_clock_far_behind_keeps_disk_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let store = open(dir.path(), &clock);
+    let first: Vec<String> = (0..100).map(|i| format!("first-{i}")).collect();
+    store.check_and_mark_batch(&first).unwrap();
+    store.close().unwrap();
+
+    // Ten windows behind. Were the store to take that time, every write would go to the
+    // generation it already has (its end is ten windows away) and nothing would ever expire.
+    clock.step(t0() - 10 * W);
+    let store = open(dir.path(), &clock);
+    for round in 0..40 {
+        let ids: Vec<String> = (0..100).map(|i| format!("round-{round}-{i}")).collect();
+        store.check_and_mark_batch(&ids).unwrap();
+        clock.advance(W / 8);
+    }
+    let generations = store.stats().generations;
+    assert!(
+        (2..=10).contains(&generations),
+        "{generations} generations after five windows"
+    );
+    assert!(
+        store.contains_batch(&first).unwrap().iter().all(|c| !c),
+        "marks from before the restart expire five windows later"
+    );
+    assert!(store.contains("round-39-0").unwrap());
+}
