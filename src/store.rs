@@ -22,8 +22,9 @@ pub enum Outcome {
     New,
     /// Marked within the window, durably. Drop the message (and ack it).
     Duplicate {
-        /// When the ID was marked (to the millisecond for windows up to about six days, within
-        /// `W / 2²⁹` beyond).
+        /// When the ID was marked: to the millisecond for windows up to about six days; beyond,
+        /// from memory, up to one unit of `(W + S) / 2²⁹ + 1` ms late (26 ms for a 157-day
+        /// window with 128 slots).
         first_seen: SystemTime,
     },
     /// Another caller marked the ID and its write has not completed. Do not process the message,

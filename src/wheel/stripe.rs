@@ -693,4 +693,19 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn long_windows_stamp_times_within_one_documented_unit() {
+        // docs/guarantees.md: units of (W + S) / 2^29 + 1 ms; 26 ms for 157 days, 128 slots.
+        let window = Window::new(157 * 86_400_000, 128);
+        let stamps = Stamps::new(window);
+        assert_eq!(stamps.unit_ms, 26);
+        let t0 = 1_700_000_000_123;
+        for age in [0, 1, 25, 86_400_000, window.window_ms] {
+            for t in t0..t0 + 60 {
+                let read = stamps.decode(stamps.encode(t), t + age);
+                assert!(read >= t && read - t < stamps.unit_ms, "{t} read as {read}");
+            }
+        }
+    }
 }
