@@ -123,8 +123,8 @@ pub(crate) fn from_unix_millis(ms: u64) -> SystemTime {
 #[derive(Debug)]
 pub(crate) struct StoreTime {
     clock: Arc<dyn Clock>,
-    /// Store time at `origin`, in milliseconds since the Unix epoch.
-    base: u64,
+    /// Store time at `origin`, since the Unix epoch.
+    base: Duration,
     /// The clock's elapsed time when `base` was taken.
     origin: Duration,
     latest: AtomicU64,
@@ -133,12 +133,12 @@ pub(crate) struct StoreTime {
 impl StoreTime {
     /// Store time that read `base` when `clock`'s elapsed time read `origin`, and advances with
     /// it.
-    pub(crate) fn new(clock: Arc<dyn Clock>, base: u64, origin: Duration) -> Self {
+    pub(crate) fn new(clock: Arc<dyn Clock>, base: Duration, origin: Duration) -> Self {
         Self {
             clock,
             base,
             origin,
-            latest: AtomicU64::new(base),
+            latest: AtomicU64::new(duration_millis(base).min(MAX_MILLIS)),
         }
     }
 
@@ -148,10 +148,7 @@ impl StoreTime {
     /// a clock whose elapsed time does.
     pub(crate) fn now_millis(&self) -> u64 {
         let elapsed = self.clock.elapsed().saturating_sub(self.origin);
-        let read = self
-            .base
-            .saturating_add(duration_millis(elapsed))
-            .min(MAX_MILLIS);
+        let read = duration_millis(self.base.saturating_add(elapsed)).min(MAX_MILLIS);
         let previous = self.latest.fetch_max(read, Ordering::AcqRel);
         previous.max(read)
     }
@@ -171,7 +168,11 @@ mod tests {
     #[test]
     fn store_time_follows_elapsed_time_not_wall_steps() {
         let clock = ManualClock::new(UNIX_EPOCH + Duration::from_secs(100));
-        let time = StoreTime::new(Arc::new(clock.clone()), 100_000, clock.elapsed());
+        let time = StoreTime::new(
+            Arc::new(clock.clone()),
+            Duration::from_secs(100),
+            clock.elapsed(),
+        );
         assert_eq!(time.now_millis(), 100_000);
         clock.step(UNIX_EPOCH + Duration::from_secs(50));
         assert_eq!(time.now_millis(), 100_000);
@@ -198,7 +199,7 @@ mod tests {
     fn store_time_never_goes_back() {
         let clock = Backwards(AtomicU64::new(1_000));
         let origin = clock.elapsed();
-        let time = StoreTime::new(Arc::new(clock), 5_000, origin);
+        let time = StoreTime::new(Arc::new(clock), Duration::from_secs(5), origin);
         assert_eq!(time.now_millis(), 5_000);
         assert_eq!(time.now_millis(), 5_000);
     }

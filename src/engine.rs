@@ -17,6 +17,7 @@ use crate::window::Window;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
 
 pub(crate) struct Engine {
     pub hot: HotTier,
@@ -77,9 +78,17 @@ impl Engine {
     pub(crate) fn open(settings: &Settings) -> Result<Self> {
         // Both clocks are read together, so the time spent opening counts.
         let origin = settings.clock.elapsed();
-        let wall = unix_millis(settings.clock.now());
-        let opened = Cold::open(settings, wall)?;
-        let time = StoreTime::new(Arc::clone(&settings.clock), opened.now, origin);
+        let wall = settings.clock.now();
+        let wall_ms = unix_millis(wall);
+        let opened = Cold::open(settings, wall_ms)?;
+        // Keep the wall reading's sub-millisecond part when it is the base, so store time
+        // truncates to milliseconds as the wall clock would.
+        let base = if opened.now == wall_ms {
+            wall.duration_since(UNIX_EPOCH).unwrap_or_default()
+        } else {
+            Duration::from_millis(opened.now)
+        };
+        let time = StoreTime::new(Arc::clone(&settings.clock), base, origin);
         let window = Window::new(settings.window_ms, settings.slots);
         Ok(Self {
             hot: HotTier::new(
