@@ -158,7 +158,7 @@ impl StoreBuilder {
         Store::open_with(&self.validate()?)
     }
 
-    pub(crate) fn validate(self) -> Result<Settings> {
+    fn validate(self) -> Result<Settings> {
         let invalid = |what, detail: String| Err(Error::InvalidConfig { what, detail });
         if self.window < MIN_WINDOW || self.window > MAX_WINDOW {
             return invalid(
@@ -214,8 +214,6 @@ impl StoreBuilder {
             capacity: self.capacity,
             memory_budget,
             namespace: self.namespace,
-            #[cfg(test)]
-            tune: None,
         })
     }
 }
@@ -232,9 +230,6 @@ pub(crate) struct Settings {
     pub capacity: u64,
     pub memory_budget: usize,
     pub namespace: Vec<u8>,
-    /// Changes every column family's RocksDB options (tests that need a real write stall).
-    #[cfg(test)]
-    pub tune: Option<fn(&mut rocksdb::Options)>,
 }
 
 #[cfg(test)]

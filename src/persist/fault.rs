@@ -11,7 +11,6 @@ use parking_lot::Mutex;
 use std::io;
 
 /// The operations a fault point can fail (named in every build, so call sites need no `cfg`).
-#[cfg_attr(not(any(test, fuzzing)), allow(dead_code))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
     /// A write batch through the write-ahead log.

@@ -146,7 +146,6 @@ impl Cold {
                     ));
                 }
             };
-            let options = tuned(settings, options);
             descriptors.push(ColumnFamilyDescriptor::new(name, options));
         }
         generations.sort_by_key(|g| g.start);
@@ -156,8 +155,8 @@ impl Cold {
         let cold = Cold {
             db,
             generations: RwLock::new(generations),
-            generation_options: Mutex::new(tuned(settings, options::generation(sizing, &cache))),
-            table_options: Mutex::new(tuned(settings, options::table(sizing, &cache))),
+            generation_options: Mutex::new(options::generation(sizing, &cache)),
+            table_options: Mutex::new(options::table(sizing, &cache)),
             outbox_next: Mutex::new(0),
             poisoned: OnceLock::new(),
             clock_written: AtomicU64::new(0),
@@ -470,24 +469,14 @@ impl Cold {
     /// The one place a batch reaches RocksDB. A failure poisons the store.
     fn write(&self, batch: WriteBatch) -> Result<()> {
         self.check_poison()?;
-        #[cfg(any(test, fuzzing))]
-        let strike = self.fault.tick(Op::Write);
-        #[cfg(any(test, fuzzing))]
-        if strike == Some(Strike::Before) {
-            return Err(self.poison(fault::FaultPoint::error(Op::Write, Strike::Before)));
-        }
         let mut options = WriteOptions::default();
         options.set_sync(self.sync);
-        let result = self
-            .db
-            .write_opt(batch, &options)
-            .map_err(|e| Error::rocks("writing to the store", &e));
-        #[cfg(any(test, fuzzing))]
-        let result = result.and_then(|()| match strike {
-            Some(s) => Err(fault::FaultPoint::error(Op::Write, s)),
-            None => Ok(()),
-        });
-        result.map_err(|e| self.poison(e))
+        self.fallible(
+            fault::Op::Write,
+            || "writing to the store".into(),
+            || self.db.write_opt(batch, &options),
+        )
+        .map_err(|e| self.poison(e))
     }
 
     /// Poisons the store after a write panicked (its fate is unknown) and returns the error
@@ -625,20 +614,6 @@ impl Cold {
             detail: "expected but not open".into(),
         })
     }
-}
-
-/// `options` as a test's [`Settings::tune`] changes them.
-#[cfg_attr(not(test), allow(clippy::missing_const_for_fn, unused_variables))]
-fn tuned(settings: &Settings, options: Options) -> Options {
-    #[cfg(test)]
-    let options = {
-        let mut options = options;
-        if let Some(tune) = settings.tune {
-            tune(&mut options);
-        }
-        options
-    };
-    options
 }
 
 fn corrupt_layout(path: &std::path::Path, detail: String) -> Error {
