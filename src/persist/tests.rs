@@ -134,34 +134,3 @@ fn a_panic_in_a_write_leaves_no_mark_in_flight() {
 fn a_panic_creating_a_generation_leaves_no_mark_in_flight() {
     panicking(Op::Create);
 }
-
-#[test]
-fn a_panic_in_the_committer_fails_its_group_and_the_committer_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    store.engine().cold.fault.arm(Op::Write, 0, Strike::Panic);
-    let tickets: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|id| {
-            let mut txn = store.transaction();
-            txn.mark(id).unwrap().outbox(*id);
-            txn.submit().unwrap()
-        })
-        .collect();
-    for ticket in tickets {
-        assert!(matches!(ticket.wait(), Err(Error::Poisoned { .. })));
-    }
-    assert_eq!(store.contains_batch(&["a", "b", "c"]).unwrap(), [false; 3]);
-    // Later submissions are answered (poisoned), not left waiting on a dead thread.
-    for _ in 0..40 {
-        let mut txn = store.transaction();
-        txn.mark("later").unwrap();
-        assert!(matches!(
-            txn.submit().unwrap().wait(),
-            Err(Error::Poisoned { .. })
-        ));
-    }
-    store.close().unwrap();
-    let store = Store::open(dir.path()).unwrap();
-    assert!(store.outbox().peek(10).unwrap().is_empty());
-}
