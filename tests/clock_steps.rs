@@ -3,31 +3,11 @@
 //! starts below the high-water mark persisted with the marks, so a clock that went back while
 //! the store was closed neither expires marks early nor stops rollover (disk stays bounded).
 
-use dedupstore::{ManualClock, Outcome, Store};
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
 
-const W: Duration = Duration::from_secs(60);
-const SLOTS: u32 = 60;
-const S: Duration = Duration::from_secs(1);
-const MS: Duration = Duration::from_millis(1);
-
-fn t0() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(437)
-}
-
-fn open(dir: &Path, clock: &ManualClock) -> Store {
-    Store::builder(dir)
-        .window(W)
-        .slots(SLOTS)
-        .clock(clock.clone())
-        .open()
-        .unwrap()
-}
-
-fn since(first_seen: SystemTime) -> Outcome {
-    Outcome::Duplicate { first_seen }
-}
+use common::{MS, S, W, duplicate_since, open, t0};
+use dedupstore::{ManualClock, Outcome};
+use std::time::Duration;
 
 #[test]
 fn steps_of_the_wall_clock_while_open_change_nothing() {
@@ -40,19 +20,19 @@ fn steps_of_the_wall_clock_while_open_change_nothing() {
     // Forward by two windows, as a VM resumed with a stale clock corrects it: no mark expires,
     // no generation is dropped, and a new mark is stamped with the store's time.
     clock.step(t0() + 2 * W);
-    assert_eq!(store.check_and_mark("a").unwrap(), since(t0()));
+    assert_eq!(store.check_and_mark("a").unwrap(), duplicate_since(t0()));
     assert_eq!(store.check_and_mark("b").unwrap(), Outcome::New);
-    assert_eq!(store.check_and_mark("b").unwrap(), since(t0()));
+    assert_eq!(store.check_and_mark("b").unwrap(), duplicate_since(t0()));
     assert_eq!(store.stats().generations, generations);
 
     // And back, past where it started.
     clock.step(t0() - Duration::from_secs(3_600));
-    assert_eq!(store.check_and_mark("a").unwrap(), since(t0()));
-    assert_eq!(store.check_and_mark("b").unwrap(), since(t0()));
+    assert_eq!(store.check_and_mark("a").unwrap(), duplicate_since(t0()));
+    assert_eq!(store.check_and_mark("b").unwrap(), duplicate_since(t0()));
 
     // Time passing is what expires marks, measured from when they were made.
     clock.advance(W - MS);
-    assert_eq!(store.check_and_mark("a").unwrap(), since(t0()));
+    assert_eq!(store.check_and_mark("a").unwrap(), duplicate_since(t0()));
     clock.advance(MS + S);
     assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
     assert_eq!(store.check_and_mark("b").unwrap(), Outcome::New);
@@ -71,19 +51,25 @@ fn a_clock_behind_at_open_starts_from_the_high_water_mark() {
     // Two hours back while closed: the store's time resumes where its marks left it.
     clock.step(t0() - Duration::from_secs(7_200));
     let store = open(dir.path(), &clock);
-    assert_eq!(store.check_and_mark("a").unwrap(), since(t0()));
-    assert_eq!(store.check_and_mark("b").unwrap(), since(t0() + 10 * S));
+    assert_eq!(store.check_and_mark("a").unwrap(), duplicate_since(t0()));
+    assert_eq!(
+        store.check_and_mark("b").unwrap(),
+        duplicate_since(t0() + 10 * S)
+    );
     assert_eq!(store.check_and_mark("c").unwrap(), Outcome::New);
     assert_eq!(
         store.check_and_mark("c").unwrap(),
-        since(t0() + 10 * S),
+        duplicate_since(t0() + 10 * S),
         "new marks take the store's time, not the wall clock's"
     );
     clock.advance(W - 10 * S - MS);
-    assert_eq!(store.check_and_mark("a").unwrap(), since(t0()));
+    assert_eq!(store.check_and_mark("a").unwrap(), duplicate_since(t0()));
     clock.advance(MS + S);
     assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
-    assert_eq!(store.check_and_mark("b").unwrap(), since(t0() + 10 * S));
+    assert_eq!(
+        store.check_and_mark("b").unwrap(),
+        duplicate_since(t0() + 10 * S)
+    );
 }
 
 #[test]

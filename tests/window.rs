@@ -2,31 +2,10 @@
 //! again at `W + S`, from memory and from disk after a restart (`tests/clock_steps.rs` steps the
 //! wall clock).
 
+mod common;
+
+use common::{MS, S, SLOTS, W, duplicate_since, open, t0};
 use dedupstore::{ManualClock, Outcome, Store};
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-const W: Duration = Duration::from_secs(60);
-const SLOTS: u32 = 60;
-const S: Duration = Duration::from_secs(1);
-const MS: Duration = Duration::from_millis(1);
-
-fn t0() -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(1_700_000_000) + Duration::from_millis(437)
-}
-
-fn open(dir: &Path, clock: &ManualClock) -> Store {
-    Store::builder(dir)
-        .window(W)
-        .slots(SLOTS)
-        .clock(clock.clone())
-        .open()
-        .unwrap()
-}
-
-fn duplicate_since(first_seen: SystemTime) -> Outcome {
-    Outcome::Duplicate { first_seen }
-}
 
 #[test]
 fn duplicate_until_the_window_ends_and_new_after() {
