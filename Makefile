@@ -7,7 +7,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/dedupstore/target
 export CARGO_TARGET_DIR
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench deps redis
+.PHONY: demo test bench fuzz deps redis
 
 demo: deps
 	cargo run --release --quiet -- demo
@@ -22,6 +22,15 @@ test: deps
 
 bench: deps redis
 	cargo bench
+
+# One fuzz target (FUZZ=ops, wheel or codec) for FUZZ_SECONDS, on the nightly toolchain
+# (docs/reliability.md). It builds with sanitizers into fuzz/target, apart from the rest.
+FUZZ ?= ops
+FUZZ_SECONDS ?= 1800
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
+	cd fuzz && env -u CARGO_TARGET_DIR cargo +nightly fuzz run $(FUZZ) -- \
+		-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -timeout=120
 
 # libclang (RocksDB's bindings are generated with it) and a C++ compiler. The check looks for
 # the file bindgen loads (scripts/find-libclang.sh; tests/install_check.rs tests it), not for

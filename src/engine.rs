@@ -109,6 +109,11 @@ impl Engine {
         self.window
     }
 
+    /// The store's time, in milliseconds since the Unix epoch.
+    pub(crate) fn now_millis(&self) -> u64 {
+        self.time.now_millis()
+    }
+
     /// Validates `id` and fingerprints it; `position` names it within a batch.
     pub(crate) fn fingerprint(&self, id: &[u8], position: Option<usize>) -> Result<Fingerprint> {
         Fingerprint::of(self.namespace_seed, id, position)
@@ -129,7 +134,7 @@ impl Engine {
     fn decide(&self, fp: Fingerprint, claims: Option<&mut Vec<Claim>>) -> Result<Outcome> {
         let mut stripe = self.hot.stripe(fp).lock();
         // Read under the lock, so times within a stripe never decrease.
-        let now = self.time.now_millis();
+        let now = self.now_millis();
         match stripe.lookup(fp, self.window, self.stamps, now) {
             Hot::Durable { first_seen } => return Ok(duplicate(first_seen)),
             Hot::Pending { seq, first_seen } => {

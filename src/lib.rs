@@ -60,6 +60,9 @@ mod commit;
 mod config;
 mod engine;
 mod error;
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzz;
 mod id;
 mod outbox;
 mod persist;

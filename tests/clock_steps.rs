@@ -101,3 +101,30 @@ fn a_store_reopened_with_the_clock_far_behind_keeps_disk_bounded() {
     );
     assert!(store.contains("round-39-0").unwrap());
 }
+
+#[test]
+fn time_an_open_reached_is_never_lost_to_a_later_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(t0());
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+    store.close().unwrap();
+
+    // Opened with the clock two windows ahead, the store drops the generation holding "a"...
+    clock.step(t0() + 2 * W);
+    open(dir.path(), &clock).close().unwrap();
+    // ...so when the clock is set back, its time must not go back with it: "a" would answer
+    // New within a window of its own mark time, by the store's own timestamps.
+    clock.step(t0() + S);
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("b").unwrap(), Outcome::New);
+    let Outcome::Duplicate { first_seen: b_time } = store.check_and_mark("b").unwrap() else {
+        panic!("b was just marked");
+    };
+    let outcome = store.check_and_mark("a").unwrap();
+    if outcome == Outcome::New {
+        let age = b_time.duration_since(t0()).unwrap();
+        assert!(age >= W, "\"a\" is New though marked {age:?} before \"b\"");
+    }
+    assert!(b_time >= t0() + 2 * W - S, "{b_time:?}");
+}

@@ -10,6 +10,10 @@ use parking_lot::Mutex;
 #[cfg(any(test, fuzzing))]
 use std::io;
 
+/// How the message of an injected panic starts.
+#[cfg(any(test, fuzzing))]
+pub(crate) const INJECTED_PANIC: &str = "injected panic";
+
 /// The operations a fault point can fail (named in every build, so call sites need no `cfg`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Op {
@@ -67,7 +71,7 @@ impl FaultPoint {
             _ => return None,
         };
         drop(armed);
-        assert!(strike != Strike::Panic, "injected panic in {op:?}");
+        assert!(strike != Strike::Panic, "{INJECTED_PANIC} in {op:?}");
         Some(strike)
     }
 

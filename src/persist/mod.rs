@@ -10,16 +10,16 @@
 
 mod directory;
 mod fault;
-mod generations;
-mod layout;
-mod meta;
+pub(crate) mod generations;
+pub(crate) mod layout;
+pub(crate) mod meta;
 mod options;
 mod staged;
 #[cfg(test)]
 mod tests;
 
 #[cfg(any(test, fuzzing))]
-pub(crate) use fault::{Op, Strike};
+pub(crate) use fault::{INJECTED_PANIC, Op, Strike};
 pub use layout::{MAX_STREAM_NAME, MAX_TABLE_NAME};
 pub(crate) use layout::{offset_key, table_cf};
 pub(crate) use staged::{Row, Staged};
@@ -41,6 +41,7 @@ use rocksdb::{
 };
 use std::fs;
 use std::ops::Range;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -51,8 +52,8 @@ const META_KEY: &[u8] = b"meta";
 /// The outbox's next sequence number, u64 big-endian, in column family `meta`.
 const OUTBOX_NEXT_KEY: &[u8] = b"outbox_next";
 /// The store's time high-water mark, u64 big-endian milliseconds, in column family `meta`: at
-/// least the time of every mark written, less one slot. An open never starts the store's time
-/// below it.
+/// least the time of every mark written and of every open, less one slot. An open never starts
+/// the store's time below it.
 const CLOCK_KEY: &[u8] = b"clock";
 
 pub(crate) struct Cold {
@@ -179,6 +180,9 @@ impl Cold {
             .unwrap_or(0);
         cold.clock_written
             .store(high_water.unwrap_or(0), Ordering::Relaxed);
+        // Generations are dropped below by this time: it becomes the high-water mark first, so
+        // no later open, whatever its clock says, starts before the drop.
+        cold.raise_clock(now)?;
         cold.reap(now, true);
         let complete_from = cold
             .generations
@@ -245,6 +249,20 @@ impl Cold {
                 .flush_cf(&cf)
                 .map_err(|e| Error::rocks("flushing the meta record", &e))?;
         }
+        Ok(())
+    }
+
+    /// Persists `now` as the time high-water mark unless the persisted one is within a slot.
+    fn raise_clock(&self, now: u64) -> Result<()> {
+        if now < self.clock_written.load(Ordering::Relaxed) + self.window.slot_ms {
+            return Ok(());
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_cf_opt(&self.cf(META_CF)?, CLOCK_KEY, now.to_be_bytes(), &options)
+            .map_err(|e| Error::rocks("writing the time high-water mark", &e))?;
+        self.clock_written.store(now, Ordering::Relaxed);
         Ok(())
     }
 
@@ -466,17 +484,23 @@ impl Cold {
         }
     }
 
-    /// The one place a batch reaches RocksDB. A failure poisons the store.
+    /// The one place a batch reaches RocksDB. A failure poisons the store, and so does a panic
+    /// (caught here, so that every write, outbox acks included, ends in a result).
     fn write(&self, batch: WriteBatch) -> Result<()> {
         self.check_poison()?;
         let mut options = WriteOptions::default();
         options.set_sync(self.sync);
-        self.fallible(
-            fault::Op::Write,
-            || "writing to the store".into(),
-            || self.db.write_opt(batch, &options),
-        )
-        .map_err(|e| self.poison(e))
+        let write = || {
+            self.fallible(
+                fault::Op::Write,
+                || "writing to the store".into(),
+                || self.db.write_opt(batch, &options),
+            )
+        };
+        match panic::catch_unwind(AssertUnwindSafe(write)) {
+            Ok(written) => written.map_err(|e| self.poison(e)),
+            Err(panic) => Err(self.poison_after_panic(panic.as_ref())),
+        }
     }
 
     /// Poisons the store after a write panicked (its fate is unknown) and returns the error

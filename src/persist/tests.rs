@@ -134,3 +134,26 @@ fn a_panic_in_a_write_leaves_no_mark_in_flight() {
 fn a_panic_creating_a_generation_leaves_no_mark_in_flight() {
     panicking(Op::Create);
 }
+
+#[test]
+fn a_panic_in_an_outbox_ack_poisons_the_store_and_reaches_no_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    let mut txn = store.transaction();
+    txn.outbox("event");
+    assert!(matches!(txn.commit().unwrap(), CommitOutcome::Committed(_)));
+    store.engine().cold.fault.arm(Op::Write, 0, Strike::Panic);
+    match store.outbox().ack(0) {
+        Err(Error::Poisoned { cause }) => assert!(cause.contains("panicked"), "{cause}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.check_and_mark("after"),
+        Err(Error::Poisoned { .. })
+    ));
+    assert_eq!(store.outbox().peek(10).unwrap().len(), 1, "reads go on");
+    drop(store);
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.outbox().peek(10).unwrap().len(), 1);
+}
