@@ -23,12 +23,8 @@ pub use wheel::wheel;
 /// targets' panic hook lets them pass and aborts on any other.
 #[must_use]
 pub fn injected(info: &std::panic::PanicHookInfo<'_>) -> bool {
-    let payload = info.payload();
-    let message = payload
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| payload.downcast_ref::<&str>().copied());
-    message.is_some_and(|m| m.starts_with(crate::persist::INJECTED_PANIC))
+    crate::persist::panic_message(info.payload())
+        .is_some_and(|m| m.starts_with(crate::persist::INJECTED_PANIC))
 }
 
 /// The next step the fuzzer's bytes decode to; `None` once they are used up (`arbitrary` would

@@ -293,16 +293,13 @@ impl Model {
                     if !fresh || !numbered {
                         return false;
                     }
-                    let mut applied = s.clone();
-                    for &id in &distinct {
-                        applied.marks.insert(id, now);
-                    }
-                    apply_rows(&mut applied, txn, first_event);
-                    *s = applied;
+                    apply_txn(s, txn, &distinct, first_event, now);
                     true
                 });
                 for id in &distinct {
                     self.unsure.remove(id);
+                }
+                if !distinct.is_empty() {
                     self.floor = self.floor.max(now);
                 }
             }
@@ -340,10 +337,7 @@ impl Model {
                 }
                 self.fork(&format!("commit {txn:?}"), |_, s| {
                     let mut applied = s.clone();
-                    for &id in &distinct {
-                        applied.marks.insert(id, now);
-                    }
-                    apply_rows(&mut applied, txn, first_event);
+                    apply_txn(&mut applied, txn, &distinct, first_event, now);
                     vec![applied]
                 });
                 for &id in &distinct {
@@ -378,7 +372,12 @@ impl Model {
     }
 }
 
-fn apply_rows(state: &mut State, txn: &Txn, first_event: u32) {
+/// Applies a written transaction: its marks (`ids`) at `now`, rows, offset and outbox events
+/// numbered from `first_event`.
+fn apply_txn(state: &mut State, txn: &Txn, ids: &BTreeSet<u32>, first_event: u32, now: u64) {
+    for &id in ids {
+        state.marks.insert(id, now);
+    }
     for &(key, value) in &txn.rows {
         match value {
             Some(v) => state.rows.insert(key % 16, v),
@@ -480,15 +479,10 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
         h.store().engine().cold.fault.arm(op, after, strike);
         m.log.push(format!("arm {op:?} after {after} {strike:?}"));
     }
-    let mut wall = START_MS;
 
     for step in steps {
         if let Step::Reopen = step {
-            fault_struck.get_or_insert(h.store().engine().cold.fault.spent());
-            let before = h.store().engine().now_millis();
-            drop(h.store.take());
-            wall = millis(crate::Clock::now(&h.clock));
-            reopen(&mut h, &mut m, before, wall);
+            fault_struck.get_or_insert(reopen(&mut h, &mut m));
             continue;
         }
         let store = h.store();
@@ -578,7 +572,8 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
             }
             Step::WallClock { back, by, unit } => {
                 let by = amount(by, unit, window);
-                wall = if back {
+                let wall = millis(crate::Clock::now(&h.clock));
+                let wall = if back {
                     wall.saturating_sub(by)
                 } else {
                     wall + by
@@ -616,7 +611,6 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
                 continue;
             }
         }
-        wall = millis(crate::Clock::now(&h.clock));
         let stats = h.store().stats();
         assert!(
             stats.generations as u64 <= most_generations + stats.failed_generation_drops,
@@ -625,11 +619,7 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
         );
     }
     // Everything acknowledged survives a last reopen.
-    fault_struck.get_or_insert(h.store().engine().cold.fault.spent());
-    let before = h.store().engine().now_millis();
-    drop(h.store.take());
-    let wall = millis(crate::Clock::now(&h.clock));
-    reopen(&mut h, &mut m, before, wall);
+    fault_struck.get_or_insert(reopen(&mut h, &mut m));
     fault.is_some() && fault_struck == Some(true)
 }
 
@@ -646,8 +636,14 @@ fn batch(store: &Store, m: &mut Model, ids: &[u32], now: u64, struck: impl Fn() 
     }
 }
 
-/// Reopens the store and checks its time, then everything it holds, against the model.
-fn reopen(h: &mut Harness, m: &mut Model, before: u64, wall: u64) {
+/// Closes the store, reopens it and checks its time, then everything it holds, against the
+/// model. Returns whether the closed store's fault point was spent.
+fn reopen(h: &mut Harness, m: &mut Model) -> bool {
+    let closed = h.store.take().expect("open");
+    let spent = closed.engine().cold.fault.spent();
+    let before = closed.engine().now_millis();
+    drop(closed);
+    let wall = millis(crate::Clock::now(&h.clock));
     let store = h.open();
     let now = store.engine().now_millis();
     m.log.push(format!("reopen at {now} (wall {wall})"));
@@ -689,6 +685,7 @@ fn reopen(h: &mut Harness, m: &mut Model, before: u64, wall: u64) {
         offset(store, m, partition);
     }
     peek(store, m);
+    spent
 }
 
 fn get(store: &Store, m: &mut Model, key: u8) {

@@ -254,7 +254,7 @@ impl Cold {
 
     /// Persists `now` as the time high-water mark unless the persisted one is within a slot.
     fn raise_clock(&self, now: u64) -> Result<()> {
-        if now < self.clock_written.load(Ordering::Relaxed) + self.window.slot_ms {
+        if !self.clock_due(now) {
             return Ok(());
         }
         let mut options = WriteOptions::default();
@@ -264,6 +264,15 @@ impl Cold {
             .map_err(|e| Error::rocks("writing the time high-water mark", &e))?;
         self.clock_written.store(now, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Whether time `t` is a slot or more past the persisted high-water mark, so that it is
+    /// due to be persisted.
+    fn clock_due(&self, t: u64) -> bool {
+        t >= self
+            .clock_written
+            .load(Ordering::Relaxed)
+            .saturating_add(self.window.slot_ms)
     }
 
     /// A u64 kept under `key` in `meta` (`what` names it in errors).
@@ -320,12 +329,7 @@ impl Cold {
         let mut seq = outbox_next.as_deref().copied().unwrap_or(0);
         let mut batch = WriteBatch::default();
         // Once a slot, a batch of marks raises the persisted time high-water mark.
-        let clock = latest.filter(|&t| {
-            t >= self
-                .clock_written
-                .load(Ordering::Relaxed)
-                .saturating_add(self.window.slot_ms)
-        });
+        let clock = latest.filter(|&t| self.clock_due(t));
         if let Some(t) = clock {
             batch.put_cf(&self.cf(META_CF)?, CLOCK_KEY, t.to_be_bytes());
         }
@@ -506,11 +510,7 @@ impl Cold {
     /// Poisons the store after a write panicked (its fate is unknown) and returns the error
     /// its callers get.
     pub(crate) fn poison_after_panic(&self, panic: &(dyn std::any::Any + Send)) -> Error {
-        let message = panic
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("a panic without a message");
+        let message = panic_message(panic).unwrap_or("a panic without a message");
         let cause = format!("a write panicked: {message}");
         self.poisoned.get_or_init(|| cause.clone());
         Error::Poisoned { cause }
@@ -638,6 +638,14 @@ impl Cold {
             detail: "expected but not open".into(),
         })
     }
+}
+
+/// The message a panic was raised with, if it has one.
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> Option<&str> {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
 }
 
 fn corrupt_layout(path: &std::path::Path, detail: String) -> Error {
