@@ -24,10 +24,11 @@ bench: deps redis
 	cargo bench
 
 # One fuzz target (FUZZ=ops, wheel or codec) for FUZZ_SECONDS, on the nightly toolchain
-# (docs/reliability.md). It builds with sanitizers into fuzz/target, apart from the rest.
+# (docs/reliability.md); installs nightly and cargo-fuzz if they are missing. It builds with sanitizers into fuzz/target, apart from the rest.
 FUZZ ?= ops
 FUZZ_SECONDS ?= 1800
 fuzz: deps
+	@rustup run nightly rustc --version >/dev/null 2>&1 || rustup toolchain install nightly --profile minimal
 	@command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 	cd fuzz && env -u CARGO_TARGET_DIR cargo +nightly fuzz run $(FUZZ) -- \
 		-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -timeout=120
