@@ -253,6 +253,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.check_and_mark("before").unwrap(), Outcome::New);
+        // The table exists before the fault, so that the write it strikes is the transaction's.
+        let mut txn = store.transaction();
+        txn.put("rows", "earlier", "v").unwrap();
+        assert!(matches!(txn.commit().unwrap(), CommitOutcome::Committed(_)));
         store.engine().cold.fault.arm(Op::Write, 0, strike);
 
         let mut txn = store.transaction();
@@ -377,8 +381,8 @@ mod tests {
     fn a_failed_check_and_mark_leaves_the_id_unmarked() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        store.engine().cold.fault.arm(Op::Write, 1, Strike::Before);
         assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
+        store.engine().cold.fault.arm(Op::Write, 0, Strike::Before);
         assert!(matches!(
             store.check_and_mark_batch(&["b", "c"]),
             Err(Error::Io { .. })

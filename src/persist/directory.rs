@@ -1,5 +1,6 @@
 //! The store's directory: refusing what is not a store, and locking it.
 
+use super::integrity::{self, IDENTITY_FILE};
 use super::meta::FORMAT_VERSION;
 use crate::error::{Error, Result};
 use rocksdb::{DBWithThreadMode, MultiThreaded, Options};
@@ -18,14 +19,30 @@ fn expected_format() -> String {
 }
 
 /// The column families of the store at `path` (none if it is new), refusing directories that
-/// hold something else. Writes nothing.
-pub(crate) fn inspect(path: &Path) -> Result<Vec<String>> {
+/// hold something else. `created` says the store's identity file is there: then a missing
+/// database or `meta` column family is damage, not a foreign or empty directory. Writes nothing.
+pub(crate) fn inspect(path: &Path, created: bool) -> Result<Vec<String>> {
+    if created && !path.join("CURRENT").exists() {
+        return Err(Error::Corruption {
+            what: path.join("CURRENT").display().to_string(),
+            detail: format!("missing, though {IDENTITY_FILE} says a store was created here"),
+        });
+    }
     if path.join("CURRENT").exists() {
         let names =
             DBWithThreadMode::<MultiThreaded>::list_cf(&Options::default(), path).map_err(|e| {
                 Error::rocks(format!("listing column families of {}", path.display()), &e)
             })?;
         if !names.iter().any(|n| n == META_CF) {
+            if created {
+                return Err(Error::Corruption {
+                    what: integrity::manifest(path).display().to_string(),
+                    detail: format!(
+                        "lists no column family {META_CF:?}, though {IDENTITY_FILE} says a \
+                         store was created here"
+                    ),
+                });
+            }
             return Err(Error::IncompatibleFormat {
                 path: path.to_owned(),
                 found: format!("a RocksDB database with column families {names:?}"),
@@ -39,7 +56,7 @@ pub(crate) fn inspect(path: &Path) -> Result<Vec<String>> {
         let name = entry.map_err(listing_error)?.file_name();
         let name = name.to_string_lossy();
         // What RocksDB leaves behind if creating a database was interrupted before CURRENT.
-        let leftover = name == LOCK_FILE
+        let leftover = [LOCK_FILE, IDENTITY_FILE].contains(&name.as_ref())
             || ["LOCK", "LOG", "IDENTITY"].contains(&name.as_ref())
             || ["LOG.old.", "MANIFEST-", "OPTIONS-"]
                 .iter()

@@ -11,6 +11,7 @@
 mod directory;
 mod fault;
 pub(crate) mod generations;
+mod integrity;
 pub(crate) mod layout;
 pub(crate) mod meta;
 mod options;
@@ -112,8 +113,8 @@ impl Cold {
         fs::create_dir_all(&path)
             .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
         let lock = directory::lock(&path)?;
-        let existing = match directory::inspect(&path) {
-            Ok(existing) => existing,
+        let (identity, existing) = match integrity::check(&path) {
+            Ok(checked) => checked,
             Err(e) => {
                 lock.abandon(&path);
                 return Err(e);
@@ -151,8 +152,14 @@ impl Cold {
         }
         generations.sort_by_key(|g| g.start);
 
-        let db = Db::open_cf_descriptors(&options::database(sizing), &path, descriptors)
-            .map_err(|e| Error::rocks(format!("opening {}", path.display()), &e))?;
+        let db = Db::open_cf_descriptors(&options::database(sizing), &path, descriptors).map_err(
+            |e| {
+                integrity::name_logs(
+                    &path,
+                    Error::rocks(format!("opening {}", path.display()), &e),
+                )
+            },
+        )?;
         let cold = Cold {
             db,
             generations: RwLock::new(generations),
@@ -174,7 +181,11 @@ impl Cold {
         let high_water = cold.stored_u64(CLOCK_KEY, "the time high-water mark")?;
         let newest_start = cold.generations.read().last().map_or(0, |g| g.start);
         let now = wall.max(high_water.unwrap_or(0)).max(newest_start);
-        cold.check_meta(settings, now)?;
+        let meta = cold.check_meta(settings, now)?;
+        if identity.is_none() {
+            integrity::write_identity(&cold.path, &meta)?;
+        }
+        cold.complete_catalog()?;
         *cold.outbox_next.lock() = cold
             .stored_u64(OUTBOX_NEXT_KEY, "the outbox sequence")?
             .unwrap_or(0);
@@ -199,8 +210,8 @@ impl Cold {
     }
 
     /// Validates the meta record against `settings`, writing it for a new store and updating it
-    /// when the window changed.
-    fn check_meta(&self, settings: &Settings, now: u64) -> Result<()> {
+    /// when the window changed. Returns the record as stored.
+    fn check_meta(&self, settings: &Settings, now: u64) -> Result<Meta> {
         let wanted = Meta {
             window_ms: settings.window_ms,
             slots: settings.slots,
@@ -212,7 +223,7 @@ impl Cold {
             .db
             .get_pinned_cf(&cf, META_KEY)
             .map_err(|e| Error::rocks("reading the meta record", &e))?;
-        let write = match stored {
+        let (stored, write) = match stored {
             Some(bytes) => {
                 let stored = Meta::decode(&bytes, &self.path)?;
                 if stored.namespace_seed != wanted.namespace_seed {
@@ -228,9 +239,9 @@ impl Cold {
                     created_ms: stored.created_ms,
                     ..wanted
                 };
-                (current != stored).then_some(current)
+                (stored, (current != stored).then_some(current))
             }
-            None if self.generations.read().is_empty() => Some(wanted),
+            None if self.generations.read().is_empty() => (wanted, Some(wanted)),
             None => {
                 return Err(Error::Corruption {
                     what: format!("meta record of {}", self.path.display()),
@@ -238,18 +249,52 @@ impl Cold {
                 });
             }
         };
-        if let Some(meta) = write {
-            let mut options = WriteOptions::default();
-            options.set_sync(true);
-            self.db
-                .put_cf_opt(&cf, META_KEY, meta.encode(), &options)
-                .map_err(|e| Error::rocks("writing the meta record", &e))?;
-            // An unflushed memtable would pin every write-ahead log file written after it.
-            self.db
-                .flush_cf(&cf)
-                .map_err(|e| Error::rocks("flushing the meta record", &e))?;
+        let Some(meta) = write else {
+            return Ok(stored);
+        };
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_cf_opt(&cf, META_KEY, meta.encode(), &options)
+            .map_err(|e| Error::rocks("writing the meta record", &e))?;
+        // An unflushed memtable would pin every write-ahead log file written after it.
+        self.db
+            .flush_cf(&cf)
+            .map_err(|e| Error::rocks("flushing the meta record", &e))?;
+        Ok(meta)
+    }
+
+    /// Lists in the catalog every column family not yet in it (those of a store written before
+    /// the catalog existed, or created by a write that then failed).
+    fn complete_catalog(&self) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        let meta = self.cf(META_CF)?;
+        let names = Db::list_cf(&Options::default(), &self.path)
+            .map_err(|e| Error::rocks("listing column families", &e))?;
+        for name in names
+            .iter()
+            .filter(|n| *n != META_CF && *n != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+        {
+            let key = integrity::catalog_key(name);
+            let listed = self
+                .db
+                .get_pinned_cf(&meta, &key)
+                .map_err(|e| Error::rocks("reading the catalog", &e))?;
+            if listed.is_none() {
+                batch.put_cf(&meta, key, []);
+            }
         }
-        Ok(())
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.write(batch)
+    }
+
+    /// Lists column family `cf` in the catalog, before its first write.
+    fn catalog(&self, cf: &str) -> Result<()> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(&self.cf(META_CF)?, integrity::catalog_key(cf), []);
+        self.write(batch)
     }
 
     /// Persists `now` as the time high-water mark unless the persisted one is within a slot.
@@ -531,6 +576,7 @@ impl Cold {
             self.db
                 .create_cf(cf, &options)
                 .map_err(|e| Error::rocks(format!("creating {cf}"), &e))?;
+            self.catalog(cf)?;
         }
         drop(options);
         self.cf(cf)
@@ -555,6 +601,7 @@ impl Cold {
                 || self.db.create_cf(&next.name, &options),
             )?;
         }
+        self.catalog(&next.name)?;
         drop(options);
         self.generations.write().push(next);
         Ok(true)
@@ -576,9 +623,9 @@ impl Cold {
     }
 
     /// Drops every generation whose marks are all dead at `now`, the newest only if
-    /// `include_newest` (writers may be about to write into it). Each leaves the list before
-    /// RocksDB drops it, so no reader looks it up meanwhile; one whose drop fails goes back into
-    /// the list, to be dropped by a later call.
+    /// `include_newest` (writers may be about to write into it). Each leaves the list, then the
+    /// catalog, before RocksDB drops it, so no reader looks it up meanwhile; one whose drop fails
+    /// goes back into the list, to be dropped by a later call.
     fn reap(&self, now: u64, include_newest: bool) {
         let dead: Vec<Generation> = {
             let mut generations = self.generations.write();
@@ -589,11 +636,20 @@ impl Cold {
                 .unwrap_or(candidates);
             generations.drain(..first_live).collect()
         };
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
         for g in dead {
-            if self
-                .fallible(fault::Op::Drop, String::new, || self.db.drop_cf(&g.name))
-                .is_err()
-            {
+            // Out of the catalog first, durably: a catalogued column family that is gone would
+            // read as damage at the next open.
+            let drop = || {
+                let meta = self.db.cf_handle(META_CF);
+                if let Some(meta) = meta {
+                    self.db
+                        .delete_cf_opt(&meta, integrity::catalog_key(&g.name), &synced)?;
+                }
+                self.db.drop_cf(&g.name)
+            };
+            if self.fallible(fault::Op::Drop, String::new, drop).is_err() {
                 self.failed_drops.fetch_add(1, Ordering::Relaxed);
                 let mut generations = self.generations.write();
                 let at = generations.partition_point(|other| other.start < g.start);

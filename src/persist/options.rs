@@ -50,6 +50,10 @@ pub(crate) fn database(sizing: Sizing) -> Options {
     // drops (it was never acknowledged). Damage anywhere else is media corruption: reported, not
     // silently cut off with every acknowledged write after it, as point-in-time recovery would.
     o.set_wal_recovery_mode(DBRecoveryMode::TolerateCorruptedTailRecords);
+    // Flushes are atomic across column families: each flush's MANIFEST record then carries the
+    // minimum log number of all of them, which the open's check for lost MANIFEST records relies
+    // on (`integrity`). Marks and table rows written together also reach table files together.
+    o.set_atomic_flush(true);
     o
 }
 
