@@ -152,6 +152,7 @@ impl Cold {
         }
         generations.sort_by_key(|g| g.start);
 
+        let opened: Vec<String> = descriptors.iter().map(|d| d.name().to_owned()).collect();
         let db = Db::open_cf_descriptors(&options::database(sizing), &path, descriptors).map_err(
             |e| {
                 integrity::name_logs(
@@ -185,7 +186,7 @@ impl Cold {
         if identity.is_none() {
             integrity::write_identity(&cold.path, &meta)?;
         }
-        cold.complete_catalog()?;
+        cold.complete_catalog(&opened)?;
         *cold.outbox_next.lock() = cold
             .stored_u64(OUTBOX_NEXT_KEY, "the outbox sequence")?
             .unwrap_or(0);
@@ -264,13 +265,12 @@ impl Cold {
         Ok(meta)
     }
 
-    /// Lists in the catalog every column family not yet in it (those of a store written before
-    /// the catalog existed, or created by a write that then failed).
-    fn complete_catalog(&self) -> Result<()> {
+    /// Lists in the catalog every column family of `names` (those the open opened) not yet in it:
+    /// those of a store written before the catalog existed, or created by a write that then
+    /// failed.
+    fn complete_catalog(&self, names: &[String]) -> Result<()> {
         let mut batch = WriteBatch::default();
         let meta = self.cf(META_CF)?;
-        let names = Db::list_cf(&Options::default(), &self.path)
-            .map_err(|e| Error::rocks("listing column families", &e))?;
         for name in names
             .iter()
             .filter(|n| *n != META_CF && *n != rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
