@@ -48,6 +48,12 @@ enum Op {
         by: u16,
         windows: bool,
     },
+    /// Look up and claim if absent, then recall a mark made `age` 1/64ths of a window ago (as
+    /// if the disk held it), or fail the claim if that mark is dead.
+    Recall {
+        id: u16,
+        age: u8,
+    },
 }
 
 /// What the model knows of an ID.
@@ -121,6 +127,20 @@ pub fn wheel(data: &[u8]) {
                         stripe.settle(seq, true);
                         settle(&mut model, id, true);
                     }
+                }
+            }
+            Op::Recall { id, age } => {
+                expired = true;
+                if let Some(seq) = claim(&mut stripe, &mut model, window, stamps, unit, id, now) {
+                    let at = now.saturating_sub(u64::from(age) * window.window_ms.div_ceil(64));
+                    if window.is_live(at, now) {
+                        stripe.recall(seq, at, stamps);
+                        model.insert(id, Known { at, claim: None });
+                    } else {
+                        stripe.settle(seq, false);
+                        settle(&mut model, id, false);
+                    }
+                    within_budget(&stripe, budget, &open);
                 }
             }
             Op::Claim { id } => {

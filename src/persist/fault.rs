@@ -1,7 +1,7 @@
-//! A fault point in the persistence layer, for tests and the fuzzer: fails the Nth write,
-//! generation creation or generation drop, before it reaches RocksDB (nothing done), after it
-//! (done, but reported as failed, as when an fsync fails after the data reached the operating
-//! system), or by panicking there.
+//! A fault point in the persistence layer, for tests and the fuzzer: fails the Nth write, mark
+//! read, generation creation or generation drop, before it reaches RocksDB (nothing done), after
+//! it (done, but reported as failed, as when an fsync fails after the data reached the operating
+//! system), or by panicking there. It can also hold the reads of one key, as a slow disk would.
 
 #[cfg(any(test, fuzzing))]
 use crate::error::Error;
@@ -9,6 +9,8 @@ use crate::error::Error;
 use parking_lot::Mutex;
 #[cfg(any(test, fuzzing))]
 use std::io;
+#[cfg(any(test, fuzzing))]
+use std::sync::{Arc, Barrier};
 
 /// How the message of an injected panic starts.
 #[cfg(any(test, fuzzing))]
@@ -19,6 +21,8 @@ pub(crate) const INJECTED_PANIC: &str = "injected panic";
 pub(crate) enum Op {
     /// A write batch through the write-ahead log.
     Write,
+    /// Reading a mark from one generation.
+    Read,
     /// Creating a generation's column family.
     Create,
     /// Dropping a dead generation.
@@ -42,12 +46,29 @@ pub(crate) enum Strike {
 #[derive(Debug, Default)]
 pub(crate) struct FaultPoint {
     armed: Mutex<Option<(Op, u64, Strike)>>,
+    held: Mutex<Option<(Vec<u8>, Arc<Barrier>)>>,
 }
 
 #[cfg(any(test, fuzzing))]
 impl FaultPoint {
     pub(crate) fn arm(&self, op: Op, after: u64, strike: Strike) {
         *self.armed.lock() = Some((op, after, strike));
+    }
+
+    /// Holds each read of `key`: the reader meets `gate` once when it arrives and once more
+    /// before it reads, so a test knows when a read is stalled and chooses when it goes on.
+    pub(crate) fn hold_reads(&self, key: &[u8], gate: Arc<Barrier>) {
+        *self.held.lock() = Some((key.to_vec(), gate));
+    }
+
+    /// Called before each read of `key`: waits there if the key's reads are held.
+    pub(crate) fn reading(&self, key: &[u8]) {
+        let gate = match &*self.held.lock() {
+            Some((held, gate)) if held == key => Arc::clone(gate),
+            _ => return,
+        };
+        gate.wait();
+        gate.wait();
     }
 
     /// Whether the armed fault has struck (or none was armed).

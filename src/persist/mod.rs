@@ -432,10 +432,14 @@ impl Cold {
             if self.window.range_expired(g.end, now) {
                 break; // it and every older generation hold only dead marks
             }
-            let found = self
-                .db
-                .get_pinned_cf(&self.cf(&g.name)?, key)
-                .map_err(|e| Error::rocks(format!("reading {}", g.name), &e))?;
+            #[cfg(any(test, fuzzing))]
+            self.fault.reading(&key);
+            let cf = self.cf(&g.name)?;
+            let found = self.fallible(
+                fault::Op::Read,
+                || format!("reading {}", g.name),
+                || self.db.get_pinned_cf(&cf, key),
+            )?;
             if let Some(value) = found {
                 let t = decode_u64(&value, || format!("a mark in {}", g.name))?;
                 if self.window.is_live(t, now) {

@@ -6,7 +6,9 @@
 //!
 //! Invariants (checked by `check_invariants` in tests):
 //! - the index holds exactly the entries whose state is not [`State::Removed`];
-//! - entries' times never decrease from head to tail, and each lies in the slot recorded for it;
+//! - the times of durable and pending entries never decrease from head to tail, and each lies in
+//!   the slot recorded for it; a recalled entry (a mark read back from disk) keeps its older time
+//!   in the slot of the lookup that read it;
 //! - the stripe holds every mark made at or after `complete_from` that has not expired, so a
 //!   miss is authoritative once `complete_from` is older than the window.
 
@@ -36,6 +38,9 @@ pub(crate) enum State {
     Pending,
     /// Taken out of the index (a failed write, or a dead mark); waits for its slot to expire.
     Removed,
+    /// A durable mark read back from disk, kept so a redelivery storm reads it once. Its time is
+    /// the mark's, older than the slot it sits in.
+    Recalled,
 }
 
 const STATE_SHIFT: u32 = 30;
@@ -63,7 +68,8 @@ impl Entry {
         match self.stamp >> STATE_SHIFT {
             0 => State::Durable,
             1 => State::Pending,
-            _ => State::Removed,
+            2 => State::Removed,
+            _ => State::Recalled,
         }
     }
 
@@ -72,6 +78,7 @@ impl Entry {
             State::Durable => 0,
             State::Pending => 1,
             State::Removed => 2,
+            State::Recalled => 3,
         };
         self.stamp = (self.stamp & TIME_MASK) | (bits << STATE_SHIFT);
     }
@@ -204,7 +211,9 @@ impl Stripe {
         let first_seen = stamps.decode(entry.time(), now);
         match entry.state() {
             State::Pending => Hot::Pending { seq, first_seen },
-            State::Durable if window.is_live(first_seen, now) => Hot::Durable { first_seen },
+            State::Durable | State::Recalled if window.is_live(first_seen, now) => {
+                Hot::Durable { first_seen }
+            }
             _ => {
                 // Dead, but its slot has not expired yet: forget it now so it can be marked anew.
                 self.unindex(pos);
@@ -269,7 +278,23 @@ impl Stripe {
         }
     }
 
-    /// Pops every slot whose marks are all dead at `now`, up to the first pending entry: a claim
+    /// Turns the pending entry `seq` (a claim taken while its fingerprint was looked up on disk)
+    /// into a recalled one: the disk holds a live mark for it, made at `first_seen`.
+    pub(crate) fn recall(&mut self, seq: u64, first_seen: u64, stamps: Stamps) {
+        let Some(entry) = self.fifo.get_mut(seq) else {
+            debug_assert!(false, "a claim is never expired or evicted");
+            return;
+        };
+        debug_assert_eq!(entry.state(), State::Pending);
+        *entry = Entry::new(
+            entry.fingerprint(),
+            stamps.encode(first_seen),
+            State::Recalled,
+        );
+    }
+
+    /// Pops every slot whose marks are all dead at `now` (recalled marks are older than their
+    /// slot, so dead by then too), up to the first pending entry: a claim
     /// stays until its write returns, however long that takes, or a second caller could claim
     /// the same ID.
     fn expire(&mut self, window: Window, now: u64) {
@@ -356,8 +381,10 @@ impl Stripe {
             if front.state() == State::Pending {
                 return;
             }
-            if front.state() == State::Durable {
-                // The stripe no longer has every mark from this time on.
+            if matches!(front.state(), State::Durable | State::Recalled) {
+                // The stripe no longer has every mark from this time on. (A recalled mark is
+                // older than `complete_from` already, since it was on disk and not here; counting
+                // it keeps this rule true of whatever the stripe is given.)
                 let first_seen = stamps.decode(front.time(), now);
                 self.complete_from = self.complete_from.max(first_seen.saturating_add(1));
                 self.counters.evictions += 1;
@@ -443,11 +470,23 @@ impl Stripe {
                 assert_eq!(self.find(e.fingerprint()).map(|p| p.1), Some(seq));
             }
             let time = stamps.decode(e.time(), now);
+            let start = self.slots.iter().rev().find(|s| s.first_seq <= seq);
+            // A decoded time is rounded up to the stamp unit, so it can fall in the next slot.
+            let earliest = window.slot(time.saturating_sub(stamps.unit_ms - 1));
+            match e.state() {
+                // Its time no longer matters (and may be a recalled one's).
+                State::Removed => continue,
+                State::Recalled => {
+                    assert!(
+                        start.is_some_and(|s| earliest <= s.slot),
+                        "recalled {seq} at {time} sits before its own time"
+                    );
+                    continue;
+                }
+                State::Durable | State::Pending => {}
+            }
             assert!(time >= previous, "times decrease at {seq}");
             previous = time;
-            // A decoded time is rounded up to the stamp unit, so it can fall in the next slot.
-            let start = self.slots.iter().rev().find(|s| s.first_seq <= seq);
-            let earliest = window.slot(time.saturating_sub(stamps.unit_ms - 1));
             assert!(
                 start.is_some_and(|s| (earliest..=window.slot(time)).contains(&s.slot)),
                 "slot of {seq}: {:?}, time {time}",
@@ -658,6 +697,34 @@ mod tests {
             "dead once settled"
         );
         assert_eq!(s.len(), 0);
+    }
+
+    #[test]
+    fn a_recalled_mark_lives_until_its_own_time_not_its_slots() {
+        let stamps = Stamps::new(WINDOW);
+        let mut s = Stripe::new(16, 1 << 20, 0);
+        assert_eq!(s.lookup(fp(1), WINDOW, stamps, 9_000), Hot::Absent);
+        let seq = s.insert_pending(fp(1), WINDOW, stamps, 9_000).unwrap();
+        // The disk held a mark made at 2_000, before anything in the stripe.
+        s.recall(seq, 2_000, stamps);
+        mark(&mut s, fp(2), 9_500);
+        s.check_invariants(WINDOW, stamps, 9_500);
+        assert_eq!(
+            s.lookup(fp(1), WINDOW, stamps, 12_000),
+            Hot::Durable { first_seen: 2_000 }
+        );
+        s.settle(seq, false); // a late settle of the recalled claim changes nothing
+        assert_eq!(
+            s.lookup(fp(1), WINDOW, stamps, 12_000),
+            Hot::Durable { first_seen: 2_000 }
+        );
+        // Dead at 12_001 although its slot (9 s) lives on: forgotten, and the newer mark kept.
+        assert_eq!(s.lookup(fp(1), WINDOW, stamps, 12_001), Hot::Absent);
+        assert_eq!(
+            s.lookup(fp(2), WINDOW, stamps, 12_001),
+            Hot::Durable { first_seen: 9_500 }
+        );
+        s.check_invariants(WINDOW, stamps, 12_001);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! [`Engine`]: the state every `Store` handle and the committer share (both tiers, the store's
 //! time) and the claim protocol that makes check-and-mark exact.
 //!
-//! A mark is *claimed* under its stripe lock: looked up, asked of the disk if the stripe's miss
-//! is not authoritative, and inserted as a pending entry. Concurrent callers then see it
-//! in flight. Once the write that carries the mark returns, the claim is *settled*: durable, or
-//! removed if the write failed.
+//! A mark is *claimed* under its stripe lock: looked up and inserted as a pending entry, so that
+//! concurrent callers see it in flight. If the stripe's miss is not authoritative, the disk is
+//! then asked without the lock; a live mark found there turns the claim into a recalled entry
+//! (answered from memory from then on) and the caller gets `Duplicate`. Once the write that
+//! carries a new mark returns, the claim is *settled*: durable, or removed if the write failed.
 
 use crate::clock::{StoreTime, from_unix_millis, unix_millis};
 use crate::config::Settings;
@@ -12,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::id::{Fingerprint, namespace_seed};
 use crate::persist::{Cold, Staged};
 use crate::store::Outcome;
-use crate::wheel::{Hot, HotTier, Stamps, Stripe};
+use crate::wheel::{Hot, HotTier, Stamps};
 use crate::window::Window;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
@@ -138,7 +139,9 @@ impl Engine {
         match stripe.lookup(fp, self.window, self.stamps, now) {
             Hot::Durable { first_seen } => return Ok(duplicate(first_seen)),
             Hot::Pending { seq, first_seen } => {
-                let ours = claims.is_some_and(|c| c.iter().any(|c| c.seq == seq && c.fp == fp));
+                let ours = claims
+                    .as_ref()
+                    .is_some_and(|c| c.iter().any(|c| c.seq == seq && c.fp == fp));
                 return Ok(if ours {
                     duplicate(first_seen)
                 } else {
@@ -147,21 +150,68 @@ impl Engine {
             }
             Hot::Absent => {}
         }
-        if let Some(first_seen) = self.cold_lookup(&mut stripe, fp, now)? {
-            return Ok(duplicate(first_seen));
+        let authoritative = stripe.authoritative(self.window, now);
+        if !authoritative {
+            stripe.counters.cold_lookups += 1;
         }
-        if let Some(claims) = claims {
-            let seq = stripe
-                .insert_pending(fp, self.window, self.stamps, now)
-                .ok_or_else(|| Error::Storage {
-                    context: "claiming a mark".into(),
-                    detail: "its stripe of the in-memory tier is full behind a write that has \
-                             not returned"
-                        .into(),
-                })?;
-            claims.push(Claim { fp, seq, at: now });
+        let Some(claims) = claims else {
+            drop(stripe);
+            return if authoritative {
+                Ok(Outcome::New)
+            } else {
+                self.probe_unclaimed(fp, now)
+            };
+        };
+        let seq = stripe
+            .insert_pending(fp, self.window, self.stamps, now)
+            .ok_or_else(|| Error::Storage {
+                context: "claiming a mark".into(),
+                detail: "its stripe of the in-memory tier is full behind a write that has \
+                         not returned"
+                    .into(),
+            })?;
+        claims.push(Claim { fp, seq, at: now });
+        if authoritative {
+            return Ok(Outcome::New);
         }
-        Ok(Outcome::New)
+        // The claim makes other callers of `fp` answer `InFlight` while the disk is read
+        // without the lock: a slow read stalls this ID, not the rest of its stripe.
+        drop(stripe);
+        // A panic in the read unwinds through the caller's `Unsettled`, which fails the claim.
+        let Some(found) = self.cold.find_live(fp, now).transpose() else {
+            return Ok(Outcome::New);
+        };
+        let probe = claims.pop();
+        debug_assert!(probe.is_some_and(|c| c.seq == seq && c.fp == fp));
+        let mut stripe = self.hot.stripe(fp).lock();
+        match found {
+            Ok(first_seen) => {
+                stripe.recall(seq, first_seen, self.stamps);
+                Ok(duplicate(first_seen))
+            }
+            Err(e) => {
+                stripe.settle(seq, false);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads the disk for `fp` (missed by its stripe at `now`, which is not authoritative)
+    /// without claiming it, and keeps a live mark it finds in the stripe.
+    fn probe_unclaimed(&self, fp: Fingerprint, now: u64) -> Result<Outcome> {
+        let Some(first_seen) = self.cold.find_live(fp, now)? else {
+            return Ok(Outcome::New);
+        };
+        let mut stripe = self.hot.stripe(fp).lock();
+        let later = self.now_millis();
+        // Claimed or recalled meanwhile: the stripe has it already.
+        if self.window.is_live(first_seen, later)
+            && stripe.lookup(fp, self.window, self.stamps, later) == Hot::Absent
+            && let Some(seq) = stripe.insert_pending(fp, self.window, self.stamps, later)
+        {
+            stripe.recall(seq, first_seen, self.stamps);
+        }
+        Ok(duplicate(first_seen))
     }
 
     /// Settles claims once their write returned: durable if `written`, forgotten otherwise.
@@ -201,16 +251,6 @@ impl Engine {
         self.cold.maintain();
         written.map(drop)
     }
-
-    /// Asks the disk about a fingerprint the stripe does not hold, unless the stripe's miss is
-    /// authoritative. Runs under the stripe lock, so no other caller can claim `fp` meanwhile.
-    fn cold_lookup(&self, stripe: &mut Stripe, fp: Fingerprint, now: u64) -> Result<Option<u64>> {
-        if stripe.authoritative(self.window, now) {
-            return Ok(None);
-        }
-        stripe.counters.cold_lookups += 1;
-        self.cold.find_live(fp, now)
-    }
 }
 
 fn duplicate(first_seen: u64) -> Outcome {
@@ -218,3 +258,6 @@ fn duplicate(first_seen: u64) -> Outcome {
         first_seen: from_unix_millis(first_seen),
     }
 }
+
+#[cfg(test)]
+mod tests;
