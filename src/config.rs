@@ -31,10 +31,15 @@ pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 pub const MAX_SLOTS: u32 = 4096;
 /// The most lock stripes of the hot tier.
 pub const MAX_STRIPES: usize = 4096;
-/// The hot tier's smallest memory budget per stripe.
+/// The in-memory tier's smallest share of the memory budget, per stripe.
 pub const MIN_BUDGET_PER_STRIPE: usize = 64 * 1024;
-/// Memory budget per expected ID when none is set: room for the `capacity` hint plus 25%.
-const DEFAULT_BUDGET_PER_ID: u64 = 40;
+/// RocksDB's smallest share of the memory budget (memtables and block cache).
+pub const MIN_ROCKSDB_BUDGET: usize = 8 << 20;
+/// Memory budget per expected ID when none is set: 40 bytes for the in-memory tier (room for
+/// the `capacity` hint plus 25%) and 16 for RocksDB.
+const DEFAULT_BUDGET_PER_ID: u64 = 56;
+/// RocksDB's share of the memory budget, in sevenths (16 of 56 bytes per ID by default).
+const ROCKSDB_SEVENTHS: usize = 2;
 
 /// Settings for opening a [`Store`]. Made by [`Store::builder`].
 ///
@@ -129,11 +134,19 @@ impl StoreBuilder {
         self
     }
 
-    /// The most memory, in bytes, the in-memory tier may use.
+    /// The most memory, in bytes, the store uses: its in-memory tier, RocksDB's memtables and
+    /// RocksDB's block cache (data blocks, filters and indexes, with the memtables charged to
+    /// it), whatever the number of tables and however wrong the [`capacity`](Self::capacity)
+    /// hint. [`Stats`](crate::Stats) reports each part.
     ///
-    /// When the window holds more IDs than fit, the tier keeps the newest and older ones are
-    /// answered from disk (filters first). Default: room for the [`capacity`](Self::capacity)
-    /// hint plus 25% (40 bytes per expected ID). At least 64 KiB per stripe.
+    /// RocksDB gets 2/7 of it (at least [`MIN_ROCKSDB_BUDGET`]) and the in-memory tier the rest
+    /// (at least [`MIN_BUDGET_PER_STRIPE`] per stripe). When the window holds more IDs than the
+    /// in-memory tier fits, it keeps the newest and older ones are answered from disk (filters
+    /// first); when memtables reach their share, RocksDB flushes them, and stalls writes until
+    /// the flush is done if they keep growing.
+    ///
+    /// Default: 56 bytes per expected ID, room for the hint plus 25% in memory. At least 8 MiB
+    /// plus 64 KiB per stripe.
     pub fn memory_budget(mut self, bytes: usize) -> Self {
         self.memory_budget = Some(bytes);
         self
@@ -188,13 +201,15 @@ impl StoreBuilder {
         if self.capacity == 0 || self.capacity > 1 << 40 {
             return invalid("capacity", format!("{} is outside 1..=2^40", self.capacity));
         }
-        let min_budget = self.stripes * MIN_BUDGET_PER_STRIPE;
+        let min_hot = self.stripes * MIN_BUDGET_PER_STRIPE;
+        let min_budget = min_hot + MIN_ROCKSDB_BUDGET;
         let memory_budget = match self.memory_budget {
             Some(b) if b < min_budget => {
                 return invalid(
                     "memory_budget",
                     format!(
-                        "{b} bytes is below {min_budget} (64 KiB for each of {} stripes)",
+                        "{b} bytes is below {min_budget} (8 MiB for RocksDB and 64 KiB for each \
+                         of {} stripes)",
                         self.stripes
                     ),
                 );
@@ -204,6 +219,8 @@ impl StoreBuilder {
                 .unwrap_or(usize::MAX)
                 .max(min_budget),
         };
+        let rocksdb_wanted = (memory_budget / 7 * ROCKSDB_SEVENTHS).max(MIN_ROCKSDB_BUDGET);
+        let hot_budget = memory_budget.saturating_sub(rocksdb_wanted).max(min_hot);
         Ok(Settings {
             path: self.path,
             window_ms,
@@ -213,6 +230,8 @@ impl StoreBuilder {
             clock: self.clock,
             capacity: self.capacity,
             memory_budget,
+            hot_budget,
+            rocksdb_budget: memory_budget - hot_budget,
             namespace: self.namespace,
         })
     }
@@ -228,7 +247,10 @@ pub(crate) struct Settings {
     pub durability: Durability,
     pub clock: Arc<dyn Clock>,
     pub capacity: u64,
+    /// The whole store's memory budget: `hot_budget + rocksdb_budget`.
     pub memory_budget: usize,
+    pub hot_budget: usize,
+    pub rocksdb_budget: usize,
     pub namespace: Vec<u8>,
 }
 
@@ -248,7 +270,21 @@ mod tests {
     fn defaults_are_valid() {
         let s = check(builder()).unwrap();
         assert_eq!(s.window_ms, 86_400_000);
-        assert_eq!(s.memory_budget, 40_000_000);
+        assert_eq!(s.memory_budget, 56_000_000);
+        assert_eq!(s.hot_budget, 40_000_000);
+        assert_eq!(s.rocksdb_budget, 16_000_000);
+    }
+
+    #[test]
+    fn the_budget_is_shared_with_rocksdb_within_both_floors() {
+        let small = check(builder().stripes(4).memory_budget(9 << 20)).unwrap();
+        assert_eq!(small.rocksdb_budget, MIN_ROCKSDB_BUDGET);
+        assert_eq!(small.hot_budget, 1 << 20);
+        let many = check(builder().stripes(MAX_STRIPES).memory_budget(264 << 20)).unwrap();
+        assert_eq!(many.hot_budget, MAX_STRIPES * MIN_BUDGET_PER_STRIPE);
+        assert_eq!(many.rocksdb_budget, MIN_ROCKSDB_BUDGET);
+        let big = check(builder().memory_budget(7 << 30)).unwrap();
+        assert_eq!((big.hot_budget, big.rocksdb_budget), (5 << 30, 2 << 30));
     }
 
     #[test]
@@ -270,6 +306,10 @@ mod tests {
             (builder().stripes(MAX_STRIPES * 2), "stripes"),
             (builder().capacity(0), "capacity"),
             (builder().memory_budget(1024), "memory_budget"),
+            (
+                builder().stripes(1).memory_budget(MIN_ROCKSDB_BUDGET),
+                "memory_budget",
+            ),
         ];
         for (b, name) in cases {
             match check(b) {

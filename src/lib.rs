@@ -76,7 +76,8 @@ pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commit::Ticket;
 pub use config::{
-    Durability, MAX_SLOTS, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE, MIN_WINDOW, StoreBuilder,
+    Durability, MAX_SLOTS, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET,
+    MIN_WINDOW, StoreBuilder,
 };
 pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, fingerprint};

@@ -8,6 +8,15 @@ pub struct Stats {
     pub hot_ids: u64,
     /// Heap bytes held by the in-memory tier.
     pub hot_bytes: u64,
+    /// The store's memory budget ([`StoreBuilder::memory_budget`](crate::StoreBuilder::memory_budget)),
+    /// which bounds `hot_bytes + block_cache_bytes`.
+    pub memory_budget: u64,
+    /// Bytes in RocksDB's block cache: data blocks, filters and indexes, and the memtables,
+    /// which are charged to it.
+    pub block_cache_bytes: u64,
+    /// Bytes of RocksDB's memtables, all column families together (part of
+    /// `block_cache_bytes`).
+    pub memtable_bytes: u64,
     /// Durable marks pushed out of the in-memory tier by its memory budget (dead ones waiting
     /// for their slot to expire included).
     pub hot_evictions: u64,

@@ -185,9 +185,13 @@ impl Store {
     pub fn stats(&self) -> Stats {
         let hot = self.engine().hot.totals();
         let commits = self.committer().counters();
+        let (block_cache_bytes, memtable_bytes) = self.engine().cold.memory_usage();
         Stats {
             hot_ids: hot.ids,
             hot_bytes: hot.bytes,
+            memory_budget: self.engine().memory_budget,
+            block_cache_bytes,
+            memtable_bytes,
             hot_evictions: hot.evictions,
             cold_lookups: hot.cold_lookups,
             generations: self.engine().cold.generation_count(),

@@ -27,6 +27,8 @@ pub(crate) struct Engine {
     window: Window,
     stamps: Stamps,
     namespace_seed: u64,
+    /// The whole store's memory budget, for `Stats`.
+    pub memory_budget: u64,
 }
 
 /// Claims taken and not yet handed to a write. Dropped with claims in it (an error, a
@@ -95,7 +97,7 @@ impl Engine {
             hot: HotTier::new(
                 settings.stripes,
                 settings.capacity,
-                settings.memory_budget,
+                settings.hot_budget,
                 opened.complete_from,
             )?,
             cold: opened.cold,
@@ -103,6 +105,7 @@ impl Engine {
             window,
             stamps: Stamps::new(window),
             namespace_seed: namespace_seed(&settings.namespace),
+            memory_budget: settings.memory_budget as u64,
         })
     }
 

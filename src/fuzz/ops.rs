@@ -15,7 +15,10 @@
 use super::next;
 use crate::persist::generations::span;
 use crate::persist::{Op as Fault, Strike};
-use crate::{CommitOutcome, Durability, Error, MIN_BUDGET_PER_STRIPE, ManualClock, Outcome, Store};
+use crate::{
+    CommitOutcome, Durability, Error, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET, ManualClock,
+    Outcome, Store,
+};
 use arbitrary::{Arbitrary, Unstructured};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -408,7 +411,7 @@ impl Harness {
             .window(window)
             .slots(slots)
             .stripes(stripes)
-            .memory_budget(stripes * MIN_BUDGET_PER_STRIPE)
+            .memory_budget(stripes * MIN_BUDGET_PER_STRIPE + MIN_ROCKSDB_BUDGET)
             .capacity(1_000)
             .durability(durability)
             .clock(self.clock.clone())

@@ -24,7 +24,7 @@
 use super::directory::{self, META_CF};
 use super::meta::Meta;
 use crate::error::{Error, Result};
-use rocksdb::{DBWithThreadMode, MultiThreaded, Options};
+use rocksdb::{DBWithThreadMode, ErrorKind, IngestExternalFileOptions, MultiThreaded, Options};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -87,15 +87,57 @@ pub(crate) fn manifest(path: &Path) -> PathBuf {
         .map_or_else(|| path.join("CURRENT"), |name| path.join(name))
 }
 
+/// RocksDB opened read-only, with the table file to blame named in a corruption it reports
+/// against the MANIFEST.
+fn open_read_only(path: &Path, existing: &[String]) -> Result<DBWithThreadMode<MultiThreaded>> {
+    let mut options = Options::default();
+    options.set_atomic_flush(true);
+    DBWithThreadMode::open_cf_for_read_only(&options, path, existing, false).map_err(|e| {
+        let error = Error::rocks(format!("reading {}", path.display()), &e);
+        match error {
+            Error::Corruption { ref detail, .. } if detail.contains("MANIFEST") => {
+                damaged_table(path).unwrap_or(error)
+            }
+            _ => error,
+        }
+    })
+}
+
+/// The table file to blame for a corruption an open reported against the MANIFEST, if one is.
+///
+/// An open loads the table files the MANIFEST lists, and RocksDB reports a damaged footer or
+/// properties block met there as the MANIFEST's corruption, without naming the file. Each table
+/// file is ingested, as a copy, into a scratch database, which reads its footer and properties
+/// as the open did; the first that fails is named. Runs only after an open has failed, and leaves the store's files
+/// untouched.
+fn damaged_table(path: &Path) -> Option<Error> {
+    let scratch = tempfile::tempdir().ok()?;
+    let db = DBWithThreadMode::<MultiThreaded>::open_default(scratch.path()).ok()?;
+    let mut tables: Vec<PathBuf> = fs::read_dir(path)
+        .ok()?
+        .filter_map(|entry| Some(entry.ok()?.path()))
+        .filter(|file| file.extension().is_some_and(|e| e == "sst"))
+        .collect();
+    tables.sort();
+    let mut copy = IngestExternalFileOptions::default();
+    copy.set_move_files(false);
+    tables.into_iter().find_map(|table| {
+        let e = db.ingest_external_file_opts(&copy, vec![&table]).err()?;
+        // RocksDB refuses a file it wrote itself, with this, once it has read the file's footer
+        // and properties: as far as the open goes, the file is sound.
+        let read_whole = e.as_ref().contains("External file version not found");
+        (e.kind() == ErrorKind::Corruption && !read_whole).then(|| Error::Corruption {
+            what: table.display().to_string(),
+            detail: e.into_string(),
+        })
+    })
+}
+
 /// Checks the database at `path`, whose column families are `existing` (with `meta` among them),
 /// against its identity and catalog, and its table files against the MANIFEST. Opens RocksDB
 /// read-only: writes and deletes nothing.
 fn verify(path: &Path, existing: &[String], identity: Option<&Meta>) -> Result<()> {
-    let mut options = Options::default();
-    options.set_atomic_flush(true);
-    let db =
-        DBWithThreadMode::<MultiThreaded>::open_cf_for_read_only(&options, path, existing, false)
-            .map_err(|e| Error::rocks(format!("reading {}", path.display()), &e))?;
+    let db = open_read_only(path, existing)?;
     let lost = |what: PathBuf, detail: String| Error::Corruption {
         what: what.display().to_string(),
         detail,

@@ -37,8 +37,8 @@ use meta::Meta;
 use options::Sizing;
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{
-    BoundColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode, MultiThreaded,
-    Options, WriteBatch, WriteOptions,
+    BoundColumnFamily, Cache, ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode,
+    MultiThreaded, Options, WriteBatch, WriteBufferManager, WriteOptions,
 };
 use std::fs;
 use std::ops::Range;
@@ -67,6 +67,9 @@ pub(crate) struct Cold {
     /// The next outbox sequence number; locked across every write that adds outbox events, so
     /// sequence numbers follow commit order.
     outbox_next: Mutex<u64>,
+    /// RocksDB's memory: the block cache, and the memtables charged to it.
+    cache: Cache,
+    write_buffers: WriteBufferManager,
     /// Why the store is poisoned, once a write has failed.
     poisoned: OnceLock<String>,
     /// The time high-water mark last written to `meta` (see [`CLOCK_KEY`]).
@@ -122,8 +125,8 @@ impl Cold {
         };
 
         let window = Window::new(settings.window_ms, settings.slots);
-        let sizing = Sizing::for_capacity(settings.capacity);
-        let cache = rocksdb::Cache::new_lru_cache(options::in_memory(sizing.block_cache));
+        let sizing = Sizing::new(settings.capacity, settings.rocksdb_budget);
+        let (cache, write_buffers) = sizing.memory();
         let mut generations = Vec::new();
         let mut descriptors: Vec<ColumnFamilyDescriptor> = Vec::new();
         let always = [META_CF, OFFSETS_CF, OUTBOX_CF].map(str::to_owned);
@@ -140,7 +143,9 @@ impl Cold {
                 None if always.contains(name) || layout::is_table_cf(name) => {
                     options::table(sizing, &cache)
                 }
-                None if name == rocksdb::DEFAULT_COLUMN_FAMILY_NAME => options::database(sizing),
+                None if name == rocksdb::DEFAULT_COLUMN_FAMILY_NAME => {
+                    options::database(sizing, &write_buffers)
+                }
                 None => {
                     return Err(corrupt_layout(
                         &path,
@@ -153,19 +158,20 @@ impl Cold {
         generations.sort_by_key(|g| g.start);
 
         let opened: Vec<String> = descriptors.iter().map(|d| d.name().to_owned()).collect();
-        let db = Db::open_cf_descriptors(&options::database(sizing), &path, descriptors).map_err(
-            |e| {
-                integrity::name_logs(
-                    &path,
-                    Error::rocks(format!("opening {}", path.display()), &e),
-                )
-            },
-        )?;
+        let database = options::database(sizing, &write_buffers);
+        let db = Db::open_cf_descriptors(&database, &path, descriptors).map_err(|e| {
+            integrity::name_logs(
+                &path,
+                Error::rocks(format!("opening {}", path.display()), &e),
+            )
+        })?;
         let cold = Cold {
             db,
             generations: RwLock::new(generations),
             generation_options: Mutex::new(options::generation(sizing, &cache)),
             table_options: Mutex::new(options::table(sizing, &cache)),
+            cache,
+            write_buffers,
             outbox_next: Mutex::new(0),
             poisoned: OnceLock::new(),
             clock_written: AtomicU64::new(0),
@@ -685,6 +691,15 @@ impl Cold {
             return Err(fault::FaultPoint::error(op, strike));
         }
         result
+    }
+
+    /// RocksDB's memory: the block cache's usage (memtables included, as they are charged to
+    /// it) and the memtables'.
+    pub(crate) fn memory_usage(&self) -> (u64, u64) {
+        (
+            self.cache.get_usage() as u64,
+            self.write_buffers.get_usage() as u64,
+        )
     }
 
     /// Drops of dead generations that failed since open.

@@ -1,7 +1,11 @@
-//! RocksDB options, sized for the retention window from the `capacity` hint.
+//! RocksDB options, sized for the retention window from the `capacity` hint and held within
+//! RocksDB's share of the memory budget.
 
 use super::generations::PER_WINDOW;
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, DBRecoveryMode, Options};
+use rocksdb::{
+    BlockBasedOptions, Cache, DBCompactionStyle, DBCompressionType, DBRecoveryMode, Options,
+    WriteBufferManager,
+};
 
 const MIB: u64 = 1 << 20;
 /// A memtable entry of a mark: 16 bytes of key, 8 of value, the rest skiplist and bookkeeping.
@@ -10,31 +14,68 @@ const MEMTABLE_BYTES_PER_MARK: u64 = 64;
 /// 0.05%): a lookup of a never-seen ID probes every live generation's filters, and each false
 /// positive costs a data-block read.
 const FILTER_BITS_PER_MARK: f64 = 16.0;
+/// The most table files RocksDB keeps open.
+const MAX_OPEN_FILES: i32 = 512;
+/// Readahead of each input file of a compaction.
+const COMPACTION_READAHEAD: usize = 256 << 10;
+/// The memtable arena block of a consumer table's column family.
+const TABLE_ARENA_BLOCK: usize = 4 << 10;
 
-/// Sizes derived from the expected IDs per window.
+/// Sizes derived from the expected IDs per window and RocksDB's memory budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Sizing {
-    /// Memtable size of a generation: half of the marks a generation receives, 4..=64 MiB.
+    /// Memtable size of one column family: half of the marks a generation receives, 1..=64 MiB,
+    /// and at most half of `write_buffers`.
     pub write_buffer: u64,
-    /// Block cache shared by all column families: 10 bytes per expected ID, 8 MiB..=1 GiB.
+    /// Memtables of all column families together: half of `block_cache`. Past it RocksDB
+    /// flushes, and stalls writes until the flush is done.
+    pub write_buffers: u64,
+    /// The block cache shared by all column families, holding data blocks, filters and indexes,
+    /// with the memtables charged to it: RocksDB's whole memory budget.
     pub block_cache: u64,
 }
 
 impl Sizing {
-    pub(crate) fn for_capacity(capacity: u64) -> Self {
+    pub(crate) fn new(capacity: u64, rocksdb_budget: usize) -> Self {
+        let block_cache = rocksdb_budget as u64;
+        let write_buffers = block_cache / 2;
         let per_generation = capacity.div_ceil(PER_WINDOW);
-        let write_buffer = (per_generation * MEMTABLE_BYTES_PER_MARK / 2).clamp(4 * MIB, 64 * MIB);
-        let block_cache = capacity.saturating_mul(10).clamp(8 * MIB, 1024 * MIB);
+        let write_buffer = (per_generation * MEMTABLE_BYTES_PER_MARK / 2)
+            .clamp(MIB, 64 * MIB)
+            .min(write_buffers / 2);
         Self {
             write_buffer,
+            write_buffers,
             block_cache,
         }
+    }
+
+    /// The block cache, and the write buffer manager that charges memtables to it.
+    pub(crate) fn memory(self) -> (Cache, WriteBufferManager) {
+        let cache = Cache::new_lru_cache(in_memory(self.block_cache));
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            in_memory(self.write_buffers),
+            // Never stall: the memtables of many tables, just flushed, can hold more than the
+            // limit between them (an arena block each), and a stall would then never end.
+            false,
+            cache.clone(),
+        );
+        (cache, write_buffers)
     }
 }
 
 /// Options of the database as a whole (and of its small column families).
-pub(crate) fn database(sizing: Sizing) -> Options {
+pub(crate) fn database(sizing: Sizing, write_buffers: &WriteBufferManager) -> Options {
     let mut o = Options::default();
+    // Every column family's memtables count against one figure, charged to the block cache.
+    o.set_write_buffer_manager(write_buffers);
+    // An open table file's reader costs memory outside the block cache (about 8 KiB, its index
+    // and filter being in the cache). Many tables flushed often make many small files: keeping
+    // at most this many open bounds that memory, and file descriptors.
+    o.set_max_open_files(MAX_OPEN_FILES);
+    // Compactions read their inputs with this much readahead each, outside the cache (RocksDB's
+    // default, 2 MiB, costs tens of MiB when many small files merge).
+    o.set_compaction_readahead_size(COMPACTION_READAHEAD);
     o.create_if_missing(true);
     o.create_missing_column_families(true);
     o.set_compression_type(DBCompressionType::None);
@@ -65,9 +106,7 @@ pub(crate) fn generation(sizing: Sizing, cache: &Cache) -> Options {
     table.set_ribbon_filter(FILTER_BITS_PER_MARK);
     table.set_whole_key_filtering(true);
     table.set_optimize_filters_for_memory(true);
-    // Filters and indexes stay pinned in the table readers, outside the cache: a miss never
-    // waits for a filter block to be read.
-    table.set_cache_index_and_filter_blocks(false);
+    in_cache(&mut table);
 
     let mut o = Options::default();
     o.set_block_based_table_factory(&table);
@@ -78,6 +117,15 @@ pub(crate) fn generation(sizing: Sizing, cache: &Cache) -> Options {
     o.set_memtable_whole_key_filtering(true);
     o.set_memtable_prefix_bloom_ratio(0.1);
     o
+}
+
+/// Filters and indexes live in the block cache, charged to the memory budget, rather than pinned
+/// in table readers outside any limit; at high priority, so data blocks are evicted first, and
+/// pinned for level-0 files, the newest and most read.
+fn in_cache(table: &mut BlockBasedOptions) {
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_cache_index_and_filter_blocks_with_high_priority(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
 }
 
 /// A byte count as RocksDB's `size_t` settings take it (all sizes here are far below 4 GiB).
@@ -91,10 +139,18 @@ pub(crate) fn table(sizing: Sizing, cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_bloom_filter(10.0, false);
+    in_cache(&mut table);
     let mut o = Options::default();
     o.set_block_based_table_factory(&table);
     o.set_compression_type(DBCompressionType::None);
     o.set_write_buffer_size(in_memory(sizing.write_buffer));
+    // Each table written since the last flush holds at least one arena block: small blocks keep
+    // that floor well below the memtables' share when there are many tables.
+    o.set_arena_block_size(TABLE_ARENA_BLOCK);
+    // Universal compaction merges small flushed files whatever their keys: leveled compaction
+    // would move the files of a table written in key order down as they are, one per flush, and
+    // their count (and the memory each costs) would grow without end.
+    o.set_compaction_style(DBCompactionStyle::Universal);
     o
 }
 
@@ -103,14 +159,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sizes_follow_capacity_within_bounds() {
-        let small = Sizing::for_capacity(1_000);
-        assert_eq!(small.write_buffer, 4 << 20);
-        assert_eq!(small.block_cache, 8 << 20);
-        let big = Sizing::for_capacity(80_000_000);
+    fn sizes_follow_capacity_within_the_budget() {
+        let small = Sizing::new(1_000, 16 << 20);
+        assert_eq!(small.write_buffer, 1 << 20);
+        assert_eq!(small.write_buffers, 8 << 20);
+        assert_eq!(small.block_cache, 16 << 20);
+        let big = Sizing::new(80_000_000, 1 << 30);
         assert_eq!(big.write_buffer, 64 << 20);
-        assert_eq!(big.block_cache, 800_000_000);
-        let mid = Sizing::for_capacity(4_000_000);
+        let mid = Sizing::new(4_000_000, 1 << 30);
         assert_eq!(mid.write_buffer, 16_000_000);
+        let capped = Sizing::new(80_000_000, 16 << 20);
+        assert_eq!(capped.write_buffer, 4 << 20, "half of the memtables' share");
     }
 }
