@@ -1,6 +1,7 @@
-//! Generation rollover and the write path under injected faults: a failed or half-done create
-//! fails one write and the next rolls over; a failed drop fails no write and is retried; a panic
-//! in a write leaves no mark in flight.
+//! Generation rollover and the write path under injected faults and a real write stall: a failed
+//! or half-done create fails one write and the next rolls over; a failed drop fails no write and
+//! is retried; a panic in a write leaves no mark in flight; rollovers while RocksDB delays writes
+//! fail none.
 
 use super::{Op, Strike};
 use crate::{CommitOutcome, Error, ManualClock, Outcome, Store};
@@ -156,4 +157,74 @@ fn a_panic_in_an_outbox_ack_poisons_the_store_and_reaches_no_caller() {
     drop(store);
     let store = open(dir.path(), &clock);
     assert_eq!(store.outbox().peek(10).unwrap().len(), 1);
+}
+
+/// Options that stall writes into a generation once it has two table files: small memtables,
+/// a slowdown at two level-0 files (writes are then delayed to RocksDB's `delayed_write_rate`)
+/// while compaction waits for eight.
+const STALL_PRONE: [(&str, &str); 4] = [
+    ("write_buffer_size", "65536"),
+    ("max_write_buffer_number", "2"),
+    ("level0_file_num_compaction_trigger", "8"),
+    ("level0_slowdown_writes_trigger", "2"),
+];
+
+#[test]
+fn rollovers_during_a_real_write_stall_fail_no_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    assert_eq!(store.check_and_mark("first").unwrap(), Outcome::New);
+    let cold = &store.engine().cold;
+    {
+        let mut options = cold.generation_options.lock();
+        options.set_write_buffer_size(64 << 10);
+        options.set_max_write_buffer_number(2);
+        options.set_level_zero_file_num_compaction_trigger(8);
+        options.set_level_zero_slowdown_writes_trigger(2);
+    }
+    for g in cold.generations.read().iter() {
+        let cf = cold.cf(&g.name).unwrap();
+        cold.db.set_options_cf(&cf, &STALL_PRONE).unwrap();
+    }
+    let delayed = || {
+        cold.db
+            .property_int_value("rocksdb.actual-delayed-write-rate")
+            .unwrap()
+            .unwrap_or(0)
+    };
+
+    let mut marked = vec!["first".to_owned()];
+    let mut stalled_rollovers = 0;
+    for round in 0..6 {
+        // Fill the generation until RocksDB delays writes into it.
+        for batch in 0..200 {
+            let ids: Vec<String> = (0..500).map(|i| format!("{round}-{batch}-{i}")).collect();
+            let outcomes = store.check_and_mark_batch(&ids).unwrap();
+            assert!(outcomes.iter().all(|o| *o == Outcome::New));
+            marked.extend(ids);
+            if delayed() > 0 {
+                break;
+            }
+        }
+        let stalled = delayed() > 0;
+        let before = store.stats().generations;
+        clock.advance(W / 8);
+        let id = format!("rolled-{round}");
+        assert_eq!(store.check_and_mark(&id).unwrap(), Outcome::New);
+        marked.push(id);
+        assert_eq!(store.stats().generations, before + 1, "round {round}");
+        stalled_rollovers += usize::from(stalled);
+    }
+    assert!(
+        stalled_rollovers >= 3,
+        "only {stalled_rollovers} rollovers met a stall"
+    );
+    drop(store);
+    let store = open(dir.path(), &clock);
+    let found = store.contains_batch(&marked).unwrap();
+    assert!(
+        found.iter().all(|&f| f),
+        "a mark written during a stall was lost"
+    );
 }
