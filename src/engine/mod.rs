@@ -177,10 +177,22 @@ impl Engine {
         if authoritative {
             return Ok(Outcome::New);
         }
-        // The claim makes other callers of `fp` answer `InFlight` while the disk is read
-        // without the lock: a slow read stalls this ID, not the rest of its stripe.
         drop(stripe);
-        // A panic in the read unwinds through the caller's `Unsettled`, which fails the claim.
+        self.probe_claimed(fp, seq, now, claims)
+    }
+
+    /// Reads the disk for `fp`, just claimed as entry `seq` (the last of `claims`) after its
+    /// stripe missed at `now` without authority. The lock is not held: the claim makes other
+    /// callers of `fp` answer `InFlight` meanwhile, so a slow read stalls this ID, not the rest
+    /// of its stripe. A live mark found turns the claim into a recalled entry; a failed read
+    /// gives it up (and a panicking one unwinds through the caller's [`Unsettled`], which does).
+    fn probe_claimed(
+        &self,
+        fp: Fingerprint,
+        seq: u64,
+        now: u64,
+        claims: &mut Vec<Claim>,
+    ) -> Result<Outcome> {
         let Some(found) = self.cold.find_live(fp, now).transpose() else {
             return Ok(Outcome::New);
         };
