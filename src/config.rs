@@ -142,8 +142,7 @@ impl StoreBuilder {
     /// RocksDB gets 2/7 of it (at least [`MIN_ROCKSDB_BUDGET`]) and the in-memory tier the rest
     /// (at least [`MIN_BUDGET_PER_STRIPE`] per stripe). When the window holds more IDs than the
     /// in-memory tier fits, it keeps the newest and older ones are answered from disk (filters
-    /// first); when memtables reach their share, RocksDB flushes them, and stalls writes until
-    /// the flush is done if they keep growing.
+    /// first); when memtables reach half of RocksDB's share, RocksDB flushes them.
     ///
     /// Default: 56 bytes per expected ID, room for the hint plus 25% in memory. At least 8 MiB
     /// plus 64 KiB per stripe.

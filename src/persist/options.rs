@@ -28,7 +28,7 @@ pub(crate) struct Sizing {
     /// and at most half of `write_buffers`.
     pub write_buffer: u64,
     /// Memtables of all column families together: half of `block_cache`. Past it RocksDB
-    /// flushes, and stalls writes until the flush is done.
+    /// flushes (without stalling writes, see [`Sizing::memory`]).
     pub write_buffers: u64,
     /// The block cache shared by all column families, holding data blocks, filters and indexes,
     /// with the memtables charged to it: RocksDB's whole memory budget.
