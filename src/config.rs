@@ -2,44 +2,29 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
+use crate::settings::{
+    DEFAULT_BUDGET_PER_ID, Durability, MAX_SLOTS, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE,
+    MIN_ROCKSDB_BUDGET, MIN_WINDOW, ROCKSDB_SEVENTHS, Settings,
+};
 use crate::store::Store;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// When an acknowledged write is safe.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum Durability {
-    /// The write-ahead log is handed to the operating system before the call returns.
-    ///
-    /// **Survives a process crash** (including `SIGKILL`); does **not** survive power loss or an
-    /// operating-system crash, which can lose the last writes (never tear them). The same promise
-    /// as RocksDB's default and Redis' `appendfsync everysec`. The default.
-    #[default]
-    Buffered,
-    /// The write-ahead log is fsynced before the call returns.
-    ///
-    /// **Survives power loss.** Concurrent writers share one fsync.
-    Synced,
-}
+impl Store {
+    /// A builder for a store at `path`, with every setting at its default.
+    pub fn builder(path: impl AsRef<Path>) -> StoreBuilder {
+        StoreBuilder::new(path.as_ref().to_path_buf())
+    }
 
-/// The shortest retention window.
-pub const MIN_WINDOW: Duration = Duration::from_secs(1);
-/// The longest retention window (366 days).
-pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 60 * 60);
-/// The most slots a window can be divided into.
-pub const MAX_SLOTS: u32 = 4096;
-/// The most lock stripes of the hot tier.
-pub const MAX_STRIPES: usize = 4096;
-/// The in-memory tier's smallest share of the memory budget, per stripe.
-pub const MIN_BUDGET_PER_STRIPE: usize = 64 * 1024;
-/// RocksDB's smallest share of the memory budget (memtables and block cache).
-pub const MIN_ROCKSDB_BUDGET: usize = 8 << 20;
-/// Memory budget per expected ID when none is set: 40 bytes for the in-memory tier (room for
-/// the `capacity` hint plus 25%) and 16 for RocksDB.
-const DEFAULT_BUDGET_PER_ID: u64 = 56;
-/// RocksDB's share of the memory budget, in sevenths (16 of 56 bytes per ID by default).
-const ROCKSDB_SEVENTHS: usize = 2;
+    /// Opens (or creates) the store at `path` with default settings.
+    ///
+    /// # Errors
+    /// As [`StoreBuilder::open`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::builder(path).open()
+    }
+}
 
 /// Settings for opening a [`Store`]. Made by [`Store::builder`].
 ///
@@ -234,23 +219,6 @@ impl StoreBuilder {
             namespace: self.namespace,
         })
     }
-}
-
-/// Validated settings.
-#[derive(Debug, Clone)]
-pub(crate) struct Settings {
-    pub path: PathBuf,
-    pub window_ms: u64,
-    pub slots: u32,
-    pub stripes: usize,
-    pub durability: Durability,
-    pub clock: Arc<dyn Clock>,
-    pub capacity: u64,
-    /// The whole store's memory budget: `hot_budget + rocksdb_budget`.
-    pub memory_budget: usize,
-    pub hot_budget: usize,
-    pub rocksdb_budget: usize,
-    pub namespace: Vec<u8>,
 }
 
 #[cfg(test)]

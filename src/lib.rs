@@ -65,7 +65,9 @@ mod error;
 pub mod fuzz;
 mod id;
 mod outbox;
+mod outcome;
 mod persist;
+mod settings;
 mod stats;
 mod store;
 mod txn;
@@ -75,17 +77,19 @@ mod window;
 pub use bytes::Bytes;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commit::Ticket;
-pub use config::{
-    Durability, MAX_SLOTS, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET,
-    MIN_WINDOW, StoreBuilder,
-};
+pub use config::StoreBuilder;
 pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, fingerprint};
 pub use outbox::Outbox;
+pub use outcome::{CommitOutcome, Conflict, Outcome, Receipt};
 pub use persist::{MAX_STREAM_NAME, MAX_TABLE_NAME, OutboxEntry};
+pub use settings::{
+    Durability, MAX_SLOTS, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET,
+    MIN_WINDOW,
+};
 pub use stats::Stats;
-pub use store::{Outcome, Store};
-pub use txn::{CommitOutcome, Conflict, Receipt, Transaction};
+pub use store::Store;
+pub use txn::Transaction;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

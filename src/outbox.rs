@@ -30,6 +30,14 @@ pub struct Outbox<'a> {
     store: &'a Store,
 }
 
+impl Store {
+    /// The outbox: events committed by transactions, for a relay to deliver and ack.
+    #[must_use]
+    pub fn outbox(&self) -> Outbox<'_> {
+        Outbox::new(self)
+    }
+}
+
 impl<'a> Outbox<'a> {
     pub(crate) fn new(store: &'a Store) -> Self {
         Self { store }

@@ -1,36 +1,16 @@
 //! [`Store`]: open, check-and-mark, contains, transactions and reads.
 
 use crate::commit::Committer;
-use crate::config::{Settings, StoreBuilder};
 use crate::engine::{Engine, Unsettled};
 use crate::error::Result;
 use crate::id::Fingerprint;
-use crate::outbox::Outbox;
+use crate::outcome::Outcome;
 use crate::persist::{offset_key, table_cf};
+use crate::settings::Settings;
 use crate::stats::Stats;
-use crate::txn::Transaction;
 use bytes::Bytes;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
-
-/// What [`Store::check_and_mark`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// Not seen within the window: the ID is now marked. Process the message.
-    New,
-    /// Marked within the window, durably. Drop the message (and ack it).
-    Duplicate {
-        /// When the ID was marked: to the millisecond for windows up to about six days; beyond,
-        /// from memory, up to one unit of `(W + S) / 2²⁹ + 1` ms late (26 ms for a 157-day
-        /// window with 128 slots).
-        first_seen: SystemTime,
-    },
-    /// Another caller marked the ID and its write has not completed. Do not process the message,
-    /// and do not ack it: if that write fails, the broker's redelivery must still be processed.
-    InFlight,
-}
 
 /// A windowed store of message IDs: a lock-striped in-memory time-wheel in front of RocksDB.
 ///
@@ -48,19 +28,6 @@ struct Inner {
 }
 
 impl Store {
-    /// A builder for a store at `path`, with every setting at its default.
-    pub fn builder(path: impl AsRef<Path>) -> StoreBuilder {
-        StoreBuilder::new(path.as_ref().to_path_buf())
-    }
-
-    /// Opens (or creates) the store at `path` with default settings.
-    ///
-    /// # Errors
-    /// As [`StoreBuilder::open`].
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::builder(path).open()
-    }
-
     pub(crate) fn open_with(settings: &Settings) -> Result<Self> {
         let engine = Arc::new(Engine::open(settings)?);
         let committer = Committer::start(Arc::clone(&engine))?;
@@ -150,12 +117,6 @@ impl Store {
             .collect()
     }
 
-    /// Starts a record-and-mark [`Transaction`]: marks, table rows, offsets and outbox events
-    /// committed as one atomic write.
-    pub fn transaction(&self) -> Transaction<'_> {
-        Transaction::new(self)
-    }
-
     /// The value of `key` in the consumer's table `table`, if any.
     ///
     /// # Errors
@@ -172,12 +133,6 @@ impl Store {
     /// reading the disk.
     pub fn offset(&self, stream: &str, partition: u32) -> Result<Option<u64>> {
         self.engine().cold.offset(&offset_key(stream, partition)?)
-    }
-
-    /// The outbox: events committed by transactions, for a relay to deliver and ack.
-    #[must_use]
-    pub fn outbox(&self) -> Outbox<'_> {
-        Outbox::new(self)
     }
 
     /// Counters and sizes, for monitoring.

@@ -4,10 +4,10 @@ use crate::commit::{Prepared, Ticket};
 use crate::engine::Unsettled;
 use crate::error::{Error, Result};
 use crate::id::Fingerprint;
+use crate::outcome::{CommitOutcome, Conflict, Outcome};
 use crate::persist::{Row, Staged, offset_key, table_cf};
-use crate::store::{Outcome, Store};
+use crate::store::Store;
 use bytes::Bytes;
-use std::ops::Range;
 
 /// Marks, table rows, consumer offsets and outbox events, committed as one atomic write.
 ///
@@ -39,31 +39,12 @@ pub struct Transaction<'a> {
     staged: Staged,
 }
 
-/// What became of a transaction.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use]
-pub enum CommitOutcome {
-    /// Everything was written, atomically and with the store's durability.
-    Committed(Receipt),
-    /// Nothing was written: these marks were already present, or in flight.
-    Rejected(Vec<Conflict>),
-}
-
-/// What a committed transaction was given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    /// The sequence numbers of its outbox events, in the order they were added (empty if it
-    /// added none).
-    pub outbox: Range<u64>,
-}
-
-/// A mark that kept a transaction from committing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
-    /// The ID, as given to [`Transaction::mark`].
-    pub id: Bytes,
-    /// [`Outcome::Duplicate`] or [`Outcome::InFlight`].
-    pub outcome: Outcome,
+impl Store {
+    /// Starts a record-and-mark [`Transaction`]: marks, table rows, offsets and outbox events
+    /// committed as one atomic write.
+    pub fn transaction(&self) -> Transaction<'_> {
+        Transaction::new(self)
+    }
 }
 
 impl<'a> Transaction<'a> {

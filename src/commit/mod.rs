@@ -21,8 +21,8 @@ use ticket::{SPIN, spin_until};
 
 use crate::engine::{Claim, Engine};
 use crate::error::{Error, Result};
+use crate::outcome::{CommitOutcome, Receipt};
 use crate::persist::Staged;
-use crate::txn::{CommitOutcome, Receipt};
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use parking_lot::{Mutex, MutexGuard};
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 
 use super::Shared;
 use crate::error::{Error, Result};
-use crate::txn::CommitOutcome;
+use crate::outcome::CommitOutcome;
 use parking_lot::{Condvar, Mutex};
 use std::future::Future;
 use std::pin::Pin;

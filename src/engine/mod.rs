@@ -8,11 +8,11 @@
 //! carries a new mark returns, the claim is *settled*: durable, or removed if the write failed.
 
 use crate::clock::{StoreTime, from_unix_millis, unix_millis};
-use crate::config::Settings;
 use crate::error::{Error, Result};
 use crate::id::{Fingerprint, namespace_seed};
+use crate::outcome::Outcome;
 use crate::persist::{Cold, Staged};
-use crate::store::Outcome;
+use crate::settings::Settings;
 use crate::wheel::{Hot, HotTier, Stamps};
 use crate::window::Window;
 use std::ops::Range;

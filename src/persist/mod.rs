@@ -25,9 +25,9 @@ pub use layout::{MAX_STREAM_NAME, MAX_TABLE_NAME};
 pub(crate) use layout::{offset_key, table_cf};
 pub(crate) use staged::{Row, Staged};
 
-use crate::config::{Durability, Settings};
 use crate::error::{Error, Result};
 use crate::id::{Fingerprint, namespace_seed};
+use crate::settings::{Durability, Settings};
 use crate::window::Window;
 use bytes::Bytes;
 use directory::META_CF;

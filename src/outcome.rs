@@ -1,0 +1,50 @@
+//! What calls answer: [`Outcome`] for a check, [`CommitOutcome`] for a transaction. A leaf,
+//! so that every layer can name them.
+
+use bytes::Bytes;
+use std::ops::Range;
+use std::time::SystemTime;
+
+/// What [`Store::check_and_mark`](crate::Store::check_and_mark) found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Not seen within the window: the ID is now marked. Process the message.
+    New,
+    /// Marked within the window, durably. Drop the message (and ack it).
+    Duplicate {
+        /// When the ID was marked: to the millisecond for windows up to about six days; beyond,
+        /// from memory, up to one unit of `(W + S) / 2²⁹ + 1` ms late (26 ms for a 157-day
+        /// window with 128 slots).
+        first_seen: SystemTime,
+    },
+    /// Another caller marked the ID and its write has not completed. Do not process the message,
+    /// and do not ack it: if that write fails, the broker's redelivery must still be processed.
+    InFlight,
+}
+
+/// What became of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum CommitOutcome {
+    /// Everything was written, atomically and with the store's durability.
+    Committed(Receipt),
+    /// Nothing was written: these marks were already present, or in flight.
+    Rejected(Vec<Conflict>),
+}
+
+/// What a committed transaction was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The sequence numbers of its outbox events, in the order they were added (empty if it
+    /// added none).
+    pub outbox: Range<u64>,
+}
+
+/// A mark that kept a transaction from committing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// The ID, as given to [`Transaction::mark`](crate::Transaction::mark).
+    pub id: Bytes,
+    /// [`Outcome::Duplicate`] or [`Outcome::InFlight`].
+    pub outcome: Outcome,
+}
