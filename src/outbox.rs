@@ -25,21 +25,22 @@ use crate::store::Store;
 /// assert!(outbox.peek(100)?.is_empty());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Debug, Clone, Copy)]
-pub struct Outbox<'a> {
-    store: &'a Store,
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// A handle of its own, so a relay can move the outbox into its thread or task.
+    store: Store,
 }
 
 impl Store {
     /// The outbox: events committed by transactions, for a relay to deliver and ack.
     #[must_use]
-    pub fn outbox(&self) -> Outbox<'_> {
-        Outbox::new(self)
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(self.clone())
     }
 }
 
-impl<'a> Outbox<'a> {
-    pub(crate) fn new(store: &'a Store) -> Self {
+impl Outbox {
+    pub(crate) fn new(store: Store) -> Self {
         Self { store }
     }
 

@@ -14,8 +14,10 @@ use std::sync::atomic::Ordering;
 
 /// A windowed store of message IDs: a lock-striped in-memory time-wheel in front of RocksDB.
 ///
-/// Cheap to clone; clones share one store, and every method takes `&self` from any thread. The
-/// directory stays locked until the last clone is dropped.
+/// Cheap to clone; clones share one store, and every method takes `&self` from any thread.
+/// [`Transaction`](crate::Transaction)s and [`Outbox`](crate::Outbox)es hold a clone of their
+/// own, so they can move into other threads and tasks. The directory stays locked until the last
+/// handle (clones, transactions and outboxes) is dropped.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -168,7 +170,7 @@ impl Store {
 
     /// Syncs the write-ahead log and drops this handle. Closing the last handle first lets the
     /// committer write the transactions still queued, so the sync covers them too; the
-    /// directory is unlocked once every clone is gone. Dropping a store without `close` loses
+    /// directory is unlocked once every handle is gone (clones, transactions and outboxes). Dropping a store without `close` loses
     /// nothing a process crash would not: acknowledged writes are already in the log.
     ///
     /// # Errors

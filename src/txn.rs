@@ -33,8 +33,9 @@ use bytes::Bytes;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[must_use = "a transaction does nothing until it is committed or submitted"]
-pub struct Transaction<'a> {
-    store: &'a Store,
+pub struct Transaction {
+    /// A handle of its own, so a transaction can move into another thread or task.
+    store: Store,
     marks: Vec<(Bytes, Fingerprint)>,
     staged: Staged,
 }
@@ -42,13 +43,13 @@ pub struct Transaction<'a> {
 impl Store {
     /// Starts a record-and-mark [`Transaction`]: marks, table rows, offsets and outbox events
     /// committed as one atomic write.
-    pub fn transaction(&self) -> Transaction<'_> {
-        Transaction::new(self)
+    pub fn transaction(&self) -> Transaction {
+        Transaction::new(self.clone())
     }
 }
 
-impl<'a> Transaction<'a> {
-    pub(crate) fn new(store: &'a Store) -> Self {
+impl Transaction {
+    pub(crate) fn new(store: Store) -> Self {
         Self {
             store,
             marks: Vec::new(),
@@ -131,11 +132,11 @@ impl<'a> Transaction<'a> {
     /// nothing of it is marked, the message must not be acked, and a failed write poisons the
     /// store ([`Error::Poisoned`](crate::Error::Poisoned) until reopened).
     pub fn commit(self) -> Result<CommitOutcome> {
-        let store = self.store;
+        let store = self.store.clone();
         match self.prepare()? {
             Ok(prepared) => match store.committer().try_commit_now(prepared) {
                 Ok(outcome) => outcome,
-                Err(prepared) => queue(store, prepared)?.wait(),
+                Err(prepared) => queue(&store, prepared)?.wait(),
             },
             Err(conflicts) => Ok(CommitOutcome::Rejected(conflicts)),
         }
@@ -154,9 +155,9 @@ impl<'a> Transaction<'a> {
     /// An error reading the disk while checking the marks (nothing is claimed), or
     /// [`Error::Poisoned`](crate::Error::Poisoned) if the committer has stopped.
     pub fn submit(self) -> Result<Ticket> {
-        let store = self.store;
+        let store = self.store.clone();
         match self.prepare()? {
-            Ok(prepared) => queue(store, prepared),
+            Ok(prepared) => queue(&store, prepared),
             Err(conflicts) => Ok(Ticket::ready(Ok(CommitOutcome::Rejected(conflicts)))),
         }
     }
@@ -223,14 +224,14 @@ fn claim_order(marks: &[(Bytes, Fingerprint)]) -> Vec<usize> {
     order
 }
 
-impl std::fmt::Debug for Transaction<'_> {
+impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
             .field("marks", &self.marks.len())
             .field("rows", &self.staged.rows.len())
             .field("offsets", &self.staged.offsets.len())
             .field("outbox", &self.staged.outbox.len())
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 

@@ -44,7 +44,7 @@ fn durability(name: &str) -> Durability {
 }
 
 /// One record-and-mark transaction of writer `t`: its `n`th message.
-fn transaction(store: &Store, t: u32, n: u64) -> Transaction<'_> {
+fn transaction(store: &Store, t: u32, n: u64) -> Transaction {
     let mut txn = store.transaction();
     txn.mark(id(t, n)).unwrap();
     txn.put("records", id(t, n), payload(t, n)).unwrap();

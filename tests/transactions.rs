@@ -448,3 +448,42 @@ fn the_outbox_keeps_commit_order_and_acks_durably() {
     txn.outbox("later");
     assert_eq!(committed(txn.commit().unwrap()), 10..11);
 }
+
+/// Transactions and outboxes own their handle of the store: they move into other threads, and
+/// keep the store open after the handle that made them is dropped.
+#[test]
+fn transactions_and_outboxes_move_into_threads_and_outlive_their_store_handle() {
+    fn owned<T: Send + 'static>(_: &T) {}
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut txn = store.transaction();
+    txn.mark("moved")
+        .unwrap()
+        .put("t", "k", "v")
+        .unwrap()
+        .outbox("event");
+    let outbox = store.outbox();
+    owned(&txn);
+    owned(&outbox);
+    drop(store);
+
+    let range = std::thread::spawn(move || committed(txn.commit().unwrap()))
+        .join()
+        .unwrap();
+    let relay = std::thread::spawn(move || {
+        let events = outbox.peek(10).unwrap();
+        outbox.ack(events[0].seq).unwrap();
+        (events, outbox)
+    });
+    let (events, outbox) = relay.join().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].seq, range.start);
+    assert!(outbox.peek(10).unwrap().is_empty());
+    assert!(
+        matches!(Store::open(dir.path()), Err(Error::Locked { .. })),
+        "the outbox still holds the store open"
+    );
+    drop(outbox);
+    let store = Store::open(dir.path()).unwrap();
+    assert_ne!(store.check_and_mark("moved").unwrap(), Outcome::New);
+}

@@ -725,11 +725,7 @@ fn peek(store: &Store, m: &mut Model) {
 }
 
 /// The transaction `txn` describes, its outbox events numbered from `first_event`.
-fn build<'s>(
-    store: &'s Store,
-    txn: &Txn,
-    first_event: u32,
-) -> crate::Result<crate::Transaction<'s>> {
+fn build(store: &Store, txn: &Txn, first_event: u32) -> crate::Result<crate::Transaction> {
     let mut t = store.transaction();
     for &n in &txn.marks {
         t.mark(name(small_id(n)))?;
