@@ -5,7 +5,7 @@ use crate::engine::Unsettled;
 use crate::error::{Error, Result};
 use crate::id::Fingerprint;
 use crate::outcome::{CommitOutcome, Conflict, Outcome};
-use crate::persist::{Row, Staged, offset_key, table_cf};
+use crate::persist::{Offset, Row, Staged, offset_key, table_cf};
 use crate::store::Store;
 use bytes::Bytes;
 
@@ -104,14 +104,38 @@ impl Transaction {
         Ok(self)
     }
 
-    /// Stores the consumer's offset in partition `partition` of stream `stream`.
+    /// Stores the consumer's offset in partition `partition` of stream `stream`, unless a higher
+    /// one is stored: offsets never move backwards (a redelivered message committed after newer
+    /// ones leaves the offset where they put it). [`reset_offset`](Self::reset_offset) moves one
+    /// back.
     ///
     /// # Errors
     /// [`Error::InvalidName`](crate::Error::InvalidName) unless `stream` is 1..=255 bytes.
     pub fn set_offset(&mut self, stream: &str, partition: u32, offset: u64) -> Result<&mut Self> {
-        self.staged
-            .offsets
-            .push((offset_key(stream, partition)?, offset));
+        self.stage_offset(stream, partition, offset, false)
+    }
+
+    /// Stores the consumer's offset in partition `partition` of stream `stream` as given, lower
+    /// than the stored one or not: for rewinding a consumer on purpose.
+    ///
+    /// # Errors
+    /// As [`set_offset`](Self::set_offset).
+    pub fn reset_offset(&mut self, stream: &str, partition: u32, offset: u64) -> Result<&mut Self> {
+        self.stage_offset(stream, partition, offset, true)
+    }
+
+    fn stage_offset(
+        &mut self,
+        stream: &str,
+        partition: u32,
+        value: u64,
+        reset: bool,
+    ) -> Result<&mut Self> {
+        self.staged.offsets.push(Offset {
+            key: offset_key(stream, partition)?,
+            value,
+            reset,
+        });
         Ok(self)
     }
 

@@ -487,3 +487,58 @@ fn transactions_and_outboxes_move_into_threads_and_outlive_their_store_handle() 
     let store = Store::open(dir.path()).unwrap();
     assert_ne!(store.check_and_mark("moved").unwrap(), Outcome::New);
 }
+
+/// An offset never moves backwards, in one transaction, across a group commit, through a flush
+/// and a reopen; `reset_offset` moves it back on purpose.
+#[test]
+fn offsets_never_move_backwards_unless_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let set = |offset: u64| {
+        let mut txn = store.transaction();
+        txn.set_offset("s", 0, offset).unwrap();
+        committed(txn.commit().unwrap());
+    };
+    set(10);
+    set(4); // a redelivered message, committed after newer ones
+    assert_eq!(store.offset("s", 0).unwrap(), Some(10));
+    set(11);
+    assert_eq!(store.offset("s", 0).unwrap(), Some(11));
+
+    // Two transactions in one group, the lower one last.
+    let tickets: Vec<Ticket> = [30, 20]
+        .into_iter()
+        .map(|offset| {
+            let mut txn = store.transaction();
+            txn.set_offset("s", 0, offset).unwrap();
+            txn.submit().unwrap()
+        })
+        .collect();
+    for ticket in tickets {
+        committed(ticket.wait().unwrap());
+    }
+    assert_eq!(store.offset("s", 0).unwrap(), Some(30));
+
+    store.flush().unwrap();
+    set(25);
+    let mut txn = store.transaction();
+    txn.reset_offset("s", 1, 100)
+        .unwrap()
+        .reset_offset("s", 1, 3)
+        .unwrap();
+    committed(txn.commit().unwrap());
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.offset("s", 0).unwrap(), Some(30));
+    assert_eq!(
+        store.offset("s", 1).unwrap(),
+        Some(3),
+        "the last reset wins"
+    );
+    let mut txn = store.transaction();
+    txn.reset_offset("s", 0, 5).unwrap();
+    committed(txn.commit().unwrap());
+    assert_eq!(store.offset("s", 0).unwrap(), Some(5));
+    store.flush().unwrap();
+    assert_eq!(store.offset("s", 0).unwrap(), Some(5));
+}

@@ -388,7 +388,13 @@ fn apply_txn(state: &mut State, txn: &Txn, ids: &BTreeSet<u32>, first_event: u32
         };
     }
     if let Some((partition, offset)) = txn.offset {
-        state.offsets.insert(partition % 4, u64::from(offset));
+        // Offsets never move backwards.
+        let offset = u64::from(offset);
+        state
+            .offsets
+            .entry(partition % 4)
+            .and_modify(|o| *o = (*o).max(offset))
+            .or_insert(offset);
     }
     for i in 0..u32::from(txn.outbox % 4) {
         state.outbox.insert(state.next_seq, first_event + i);

@@ -24,7 +24,10 @@
 use super::directory::{self, META_CF};
 use super::meta::Meta;
 use crate::error::{Error, Result};
-use rocksdb::{DBWithThreadMode, ErrorKind, IngestExternalFileOptions, MultiThreaded, Options};
+use rocksdb::{
+    ColumnFamilyDescriptor, DBWithThreadMode, ErrorKind, IngestExternalFileOptions, MultiThreaded,
+    Options,
+};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -92,15 +95,23 @@ pub(crate) fn manifest(path: &Path) -> PathBuf {
 fn open_read_only(path: &Path, existing: &[String]) -> Result<DBWithThreadMode<MultiThreaded>> {
     let mut options = Options::default();
     options.set_atomic_flush(true);
-    DBWithThreadMode::open_cf_for_read_only(&options, path, existing, false).map_err(|e| {
-        let error = Error::rocks(format!("reading {}", path.display()), &e);
-        match error {
-            Error::Corruption { ref detail, .. } if detail.contains("MANIFEST") => {
-                damaged_table(path).unwrap_or(error)
+    // Each column family gets these options (a bare name would get RocksDB's defaults), so the
+    // replay of the log can apply merged offsets.
+    super::options::merge_offsets(&mut options);
+    let descriptors = existing
+        .iter()
+        .map(|name| ColumnFamilyDescriptor::new(name, options.clone()));
+    DBWithThreadMode::open_cf_descriptors_read_only(&options, path, descriptors, false).map_err(
+        |e| {
+            let error = Error::rocks(format!("reading {}", path.display()), &e);
+            match error {
+                Error::Corruption { ref detail, .. } if detail.contains("MANIFEST") => {
+                    damaged_table(path).unwrap_or(error)
+                }
+                _ => error,
             }
-            _ => error,
-        }
-    })
+        },
+    )
 }
 
 /// The table file to blame for a corruption an open reported against the MANIFEST, if one is.

@@ -23,7 +23,7 @@ mod tests;
 pub(crate) use fault::{INJECTED_PANIC, Op, Strike};
 pub use layout::{MAX_STREAM_NAME, MAX_TABLE_NAME};
 pub(crate) use layout::{offset_key, table_cf};
-pub(crate) use staged::{Row, Staged};
+pub(crate) use staged::{Offset, Row, Staged};
 
 use crate::error::{Error, Result};
 use crate::id::{Fingerprint, namespace_seed};
@@ -140,6 +140,7 @@ impl Cold {
                     options::generation(sizing, &cache)
                 }
                 Some(Err(detail)) => return Err(corrupt_layout(&path, detail)),
+                None if name == OFFSETS_CF => options::offsets(sizing, &cache),
                 None if always.contains(name) || layout::is_table_cf(name) => {
                     options::table(sizing, &cache)
                 }
@@ -399,8 +400,13 @@ impl Cold {
                     None => batch.delete_cf(cf, &row.key),
                 }
             }
-            for (key, offset) in &staged.offsets {
-                batch.put_cf(&offsets_cf, key, offset.to_be_bytes());
+            for offset in &staged.offsets {
+                let value = offset.value.to_be_bytes();
+                if offset.reset {
+                    batch.put_cf(&offsets_cf, &offset.key, value);
+                } else {
+                    batch.merge_cf(&offsets_cf, &offset.key, value);
+                }
             }
             let first = seq;
             for payload in &staged.outbox {

@@ -3,8 +3,8 @@
 
 use super::generations::PER_WINDOW;
 use rocksdb::{
-    BlockBasedOptions, Cache, DBCompactionStyle, DBCompressionType, DBRecoveryMode, Options,
-    WriteBufferManager,
+    BlockBasedOptions, Cache, DBCompactionStyle, DBCompressionType, DBRecoveryMode, MergeOperands,
+    Options, WriteBufferManager,
 };
 
 const MIB: u64 = 1 << 20;
@@ -154,6 +154,39 @@ pub(crate) fn table(sizing: Sizing, cache: &Cache) -> Options {
     o
 }
 
+/// Options of the `offsets` column family: as a table's, with offsets merged by their maximum,
+/// so that [`set_offset`](crate::Transaction::set_offset) never lowers one, with no read.
+pub(crate) fn offsets(sizing: Sizing, cache: &Cache) -> Options {
+    let mut o = table(sizing, cache);
+    merge_offsets(&mut o);
+    o
+}
+
+/// Sets the offsets' merge operator. Every open that replays the write-ahead log needs it, the
+/// read-only check included: without it, replay stops at the first merged offset.
+pub(crate) fn merge_offsets(o: &mut Options) {
+    o.set_merge_operator_associative(HIGHEST_OFFSET, highest_offset);
+}
+
+/// The name the offsets' merge operator is recorded under in RocksDB's files.
+const HIGHEST_OFFSET: &str = "dedupstore.highest_offset";
+
+/// The highest of the stored offset and the operands, all u64 big-endian; `None` (which RocksDB
+/// reports as corruption) if any is not 8 bytes.
+fn highest_offset(_key: &[u8], stored: Option<&[u8]>, operands: &MergeOperands) -> Option<Vec<u8>> {
+    let operands: Vec<&[u8]> = operands.iter().collect();
+    highest(stored, &operands)
+}
+
+fn highest(stored: Option<&[u8]>, operands: &[&[u8]]) -> Option<Vec<u8>> {
+    let mut top: Option<u64> = None;
+    for &bytes in stored.iter().chain(operands) {
+        let offset = u64::from_be_bytes(bytes.try_into().ok()?);
+        top = Some(top.map_or(offset, |t| t.max(offset)));
+    }
+    top.map(|t| t.to_be_bytes().to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,5 +203,20 @@ mod tests {
         assert_eq!(mid.write_buffer, 16_000_000);
         let capped = Sizing::new(80_000_000, 16 << 20);
         assert_eq!(capped.write_buffer, 4 << 20, "half of the memtables' share");
+    }
+
+    #[test]
+    fn offsets_merge_to_their_highest() {
+        let be = |v: u64| v.to_be_bytes().to_vec();
+        let merge = |stored: Option<u64>, operands: &[u64]| {
+            let stored = stored.map(be);
+            let operands: Vec<Vec<u8>> = operands.iter().map(|&v| be(v)).collect();
+            let slices: Vec<&[u8]> = operands.iter().map(Vec::as_slice).collect();
+            highest(stored.as_deref(), &slices)
+        };
+        assert_eq!(merge(Some(7), &[3, 9, 4]), Some(be(9)));
+        assert_eq!(merge(Some(12), &[3]), Some(be(12)));
+        assert_eq!(merge(None, &[5, 2]), Some(be(5)));
+        assert_eq!(highest(Some(&[1, 2, 3][..]), &[]), None, "a damaged value");
     }
 }

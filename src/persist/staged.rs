@@ -9,10 +9,20 @@ pub(crate) struct Staged {
     pub marks: Vec<(Fingerprint, u64)>,
     /// Puts (`Some` value) and deletes (`None`) into the consumer's tables, by column family.
     pub rows: Vec<Row>,
-    /// Offset keys and offsets.
-    pub offsets: Vec<(Vec<u8>, u64)>,
+    /// Offsets, in the order they were set.
+    pub offsets: Vec<Offset>,
     /// Outbox payloads, in the order they were added.
     pub outbox: Vec<Bytes>,
+}
+
+/// A consumer offset to store.
+#[derive(Debug)]
+pub(crate) struct Offset {
+    /// The key, by [`offset_key`](super::offset_key).
+    pub key: Vec<u8>,
+    pub value: u64,
+    /// Stored as given; otherwise never below the stored offset.
+    pub reset: bool,
 }
 
 #[derive(Debug)]
