@@ -2,10 +2,12 @@
 //! process or another, refused before anything in it is read), a damaged or foreign meta record,
 //! some other RocksDB, unrelated files.
 
+#[path = "common/child.rs"]
+mod child;
+
 use dedupstore::{Error, Outcome, Store};
 use rocksdb::{DB, Options};
 use std::path::Path;
-use std::process::Command;
 
 #[test]
 fn bad_ids_are_refused_and_nothing_is_written() {
@@ -99,8 +101,7 @@ fn child_tries_to_open() {
 fn a_second_open_in_another_process_is_locked() {
     let dir = tempfile::tempdir().unwrap();
     let _store = Store::open(dir.path()).unwrap();
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_tries_to_open", "--ignored", "--nocapture"])
+    let out = child::ignored_test("child_tries_to_open")
         .env("DEDUPSTORE_TEST_DIR", dir.path())
         .output()
         .unwrap();

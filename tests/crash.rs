@@ -11,11 +11,13 @@
 //! 20 cycles in each durability mode by default; `DEDUPSTORE_CRASH_CYCLES` raises it for a soak
 //! and `DEDUPSTORE_CRASH_SEED` picks the first seed (each cycle uses the next one).
 
+#[path = "common/child.rs"]
+mod child;
+
 use dedupstore::{CommitOutcome, Durability, Outcome, Store, Ticket, Transaction};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -115,12 +117,9 @@ struct Reported {
 
 /// Runs one child until a random moment, kills it, and returns what it reported.
 fn run_and_kill(dir: &Path, mode: &str, rng: &mut fastrand::Rng) -> Reported {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--ignored", "--nocapture"])
+    let mut child = child::ignored_test("crash_child")
         .env("DEDUPSTORE_CRASH_DIR", dir)
         .env("DEDUPSTORE_CRASH_DURABILITY", mode)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let lines = BufReader::new(child.stderr.take().unwrap()).lines();

@@ -2,10 +2,12 @@
 //! yet. The open's check for a damaged MANIFEST must tell those from lost files: every reopen
 //! succeeds, and every acknowledged batch is there.
 
+#[path = "common/child.rs"]
+mod child;
+
 use dedupstore::{Durability, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const BATCH: u64 = 2_000;
@@ -57,17 +59,9 @@ fn kills_during_flushes_never_make_an_open_refuse() {
         std::env::var("DEDUPSTORE_CRASH_SEED").map_or(11, |v| v.parse().unwrap()),
     );
     for round in 0..10u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_writes_until_killed",
-                "--ignored",
-                "--nocapture",
-            ])
+        let mut child = child::ignored_test("child_writes_until_killed")
             .env("DEDUPSTORE_TEST_DIR", dir.path())
             .env("DEDUPSTORE_TEST_ROUND", round.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();

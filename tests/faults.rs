@@ -2,10 +2,13 @@
 //! torn state and nothing acknowledged lost; damaged table files are reported as corruption,
 //! never answered wrongly.
 
+#[path = "common/child.rs"]
+mod child;
+
 use dedupstore::{Error, Outcome, Store};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// The child: with `DEDUPSTORE_TEST_FSIZE` set, limits the size of any file it writes
 /// (`RLIMIT_FSIZE`, as a full disk would); then marks IDs until a write fails, acknowledging
@@ -59,17 +62,8 @@ fn child_marks_until_the_disk_is_full() {
 /// Runs the child on the store at `dir` until the disk is full, checks how it failed, and
 /// returns the acknowledged batches.
 fn mark_until_full(dir: &Path, file_size_limit: bool) -> Vec<u64> {
-    let mut child = Command::new(std::env::current_exe().unwrap());
-    child
-        .args([
-            "--exact",
-            "child_marks_until_the_disk_is_full",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env("DEDUPSTORE_TEST_DIR", dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    let mut child = child::ignored_test("child_marks_until_the_disk_is_full");
+    child.env("DEDUPSTORE_TEST_DIR", dir);
     if file_size_limit {
         child.env("DEDUPSTORE_TEST_FSIZE", "1");
     }

@@ -1,9 +1,11 @@
 //! Restarts: marks survive a clean close and reopen, and a `SIGKILL` of the process that made
 //! them, in `Buffered` mode: every acknowledged mark is a duplicate afterwards.
 
+#[path = "common/child.rs"]
+mod child;
+
 use dedupstore::{Durability, Outcome, Store};
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::time::SystemTime;
 
 #[test]
@@ -76,18 +78,9 @@ fn sigkill_keeps_every_acknowledged_mark() {
     let dir = tempfile::tempdir().unwrap();
     let mut acknowledged = Vec::new();
     for round in 0..3u32 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "child_marks_until_killed",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+        let mut child = child::ignored_test("child_marks_until_killed")
             .env("DEDUPSTORE_TEST_DIR", dir.path())
             .env("DEDUPSTORE_TEST_ROUND", round.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
