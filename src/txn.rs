@@ -155,12 +155,11 @@ impl Transaction {
     /// An error reading the disk while checking the marks, or writing the transaction: then
     /// nothing of it is marked, the message must not be acked, and a failed write poisons the
     /// store ([`Error::Poisoned`](crate::Error::Poisoned) until reopened).
-    pub fn commit(self) -> Result<CommitOutcome> {
-        let store = self.store.clone();
+    pub fn commit(mut self) -> Result<CommitOutcome> {
         match self.prepare()? {
-            Ok(prepared) => match store.committer().try_commit_now(prepared) {
+            Ok(prepared) => match self.store.committer().try_commit_now(prepared) {
                 Ok(outcome) => outcome,
-                Err(prepared) => queue(&store, prepared)?.wait(),
+                Err(prepared) => queue(&self.store, prepared)?.wait(),
             },
             Err(conflicts) => Ok(CommitOutcome::Rejected(conflicts)),
         }
@@ -178,17 +177,16 @@ impl Transaction {
     /// # Errors
     /// An error reading the disk while checking the marks (nothing is claimed), or
     /// [`Error::Poisoned`](crate::Error::Poisoned) if the committer has stopped.
-    pub fn submit(self) -> Result<Ticket> {
-        let store = self.store.clone();
+    pub fn submit(mut self) -> Result<Ticket> {
         match self.prepare()? {
-            Ok(prepared) => queue(&store, prepared),
+            Ok(prepared) => queue(&self.store, prepared),
             Err(conflicts) => Ok(Ticket::ready(Ok(CommitOutcome::Rejected(conflicts)))),
         }
     }
 
     /// Claims the marks: the transaction ready to write, or the conflicts that reject it (then
     /// nothing stays claimed).
-    fn prepare(self) -> Result<Result<Prepared, Vec<Conflict>>> {
+    fn prepare(&mut self) -> Result<Result<Prepared, Vec<Conflict>>> {
         let engine = self.store.engine();
         // Claims are taken in fingerprint order and stop at the first conflict, so of two
         // transactions that share IDs, the one that claims the smallest shared ID first gets
@@ -220,7 +218,7 @@ impl Transaction {
                 })
                 .collect()));
         }
-        let mut staged = self.staged;
+        let mut staged = std::mem::take(&mut self.staged);
         staged.marks = claims.claims().iter().map(|c| (c.fp, c.at)).collect();
         Ok(Ok(Prepared {
             staged,
