@@ -18,6 +18,7 @@ test: deps
 	RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps
 	cargo test --release
 	cargo run --release --quiet --example consumer
+	cargo run --release --quiet --example http_handler
 	cargo bench --no-run
 
 bench: deps redis

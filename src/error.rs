@@ -32,6 +32,25 @@ pub enum Error {
         detail: String,
     },
 
+    /// An argument other than an ID is out of range: a claim's lease, a stored result.
+    /// Nothing was written.
+    #[error("invalid {what}: {detail}")]
+    InvalidArgument {
+        /// The argument.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
+
+    /// A [`Claim`](crate::Claim)'s lease ran out and another caller took its ID over: the
+    /// holder's completion or extension did nothing. The effect may have run twice; whether the
+    /// other caller completed the ID is in `completed`.
+    #[error("the claim's lease ran out and another caller {}", if *completed { "completed its id" } else { "holds its id" })]
+    ClaimLost {
+        /// Whether the ID is marked (by the caller that took it over), rather than held.
+        completed: bool,
+    },
+
     /// A builder setting is out of range, or contradicts the settings the store was created with.
     #[error("invalid setting `{what}`: {detail}")]
     InvalidConfig {

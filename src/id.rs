@@ -30,6 +30,12 @@ pub fn fingerprint(payload: &[u8]) -> [u8; 16] {
     xxh3_128(payload).to_be_bytes()
 }
 
+/// The fingerprint a mark or claim keeps of its message's payload, to tell a redelivery from
+/// another message reusing the ID.
+pub(crate) fn payload_fingerprint(payload: &[u8]) -> u128 {
+    xxh3_128(payload)
+}
+
 /// The fingerprint of one (namespace, ID) pair: what the store remembers.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub(crate) struct Fingerprint(u128);

@@ -20,6 +20,7 @@
 //!             Outcome::New => println!("{id}: process it"),
 //!             Outcome::Duplicate { first_seen } => println!("{id}: seen at {first_seen:?}, drop it"),
 //!             Outcome::InFlight => println!("{id}: another worker has it, do not ack"),
+//!             Outcome::Conflict { .. } => println!("{id}: reused by another message, reject it"),
 //!         }
 //!     }
 //!     assert!(store.contains("order-2")?);
@@ -55,6 +56,7 @@
 #![allow(clippy::doc_markdown)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+mod claim;
 mod clock;
 mod commit;
 mod config;
@@ -68,6 +70,7 @@ mod outbox;
 mod outcome;
 mod persist;
 mod settings;
+mod settle;
 mod stats;
 mod store;
 mod txn;
@@ -75,6 +78,7 @@ mod wheel;
 mod window;
 
 pub use bytes::Bytes;
+pub use claim::{Claim, ClaimOutcome};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use commit::Ticket;
 pub use config::StoreBuilder;
@@ -82,11 +86,12 @@ pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, fingerprint};
 pub use outbox::Outbox;
 pub use outcome::{CommitOutcome, Conflict, Outcome, Receipt};
-pub use persist::{MAX_STREAM_NAME, MAX_TABLE_NAME, OutboxEntry};
+pub use persist::{MAX_RESULT_LEN, MAX_STREAM_NAME, MAX_TABLE_NAME, OutboxEntry};
 pub use settings::{
     Durability, MAX_SLOTS, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET,
     MIN_WINDOW,
 };
+pub use settle::Settled;
 pub use stats::Stats;
 pub use store::Store;
 pub use txn::Transaction;

@@ -17,9 +17,18 @@ pub enum Outcome {
         /// window with 128 slots).
         first_seen: SystemTime,
     },
-    /// Another caller marked the ID and its write has not completed. Do not process the message,
-    /// and do not ack it: if that write fails, the broker's redelivery must still be processed.
+    /// Another caller marked the ID and its write has not completed, or holds a
+    /// [claim](crate::Store::claim) on it. Do not process the message, and do not ack it: if that
+    /// write fails or that claim is released, the broker's redelivery must still be processed.
+    /// [`Store::wait_settled`](crate::Store::wait_settled) waits for it to end.
     InFlight,
+    /// The ID was marked (or is claimed) with another payload than the one given: not a
+    /// redelivery but a different message reusing the ID. Never answered to a caller that gave
+    /// no payload, nor about a mark made without one.
+    Conflict {
+        /// When the ID was marked, or claimed.
+        first_seen: SystemTime,
+    },
 }
 
 /// What became of a transaction.
@@ -45,6 +54,6 @@ pub struct Receipt {
 pub struct Conflict {
     /// The ID, as given to [`Transaction::mark`](crate::Transaction::mark).
     pub id: Bytes,
-    /// [`Outcome::Duplicate`] or [`Outcome::InFlight`].
+    /// [`Outcome::Duplicate`], [`Outcome::InFlight`] or [`Outcome::Conflict`].
     pub outcome: Outcome,
 }

@@ -20,6 +20,9 @@ pub struct Stats {
     /// Durable marks pushed out of the in-memory tier by its memory budget (dead ones waiting
     /// for their slot to expire included).
     pub hot_evictions: u64,
+    /// Claims in progress ([`Store::claim`](crate::Store::claim)), leases that ran out and were
+    /// not looked at since included.
+    pub claims_held: u64,
     /// Checks the in-memory tier could not answer alone (after a restart, or over budget), so
     /// that went to disk.
     pub cold_lookups: u64,

@@ -3,9 +3,9 @@
 use crate::commit::Committer;
 use crate::engine::{Engine, Unsettled};
 use crate::error::Result;
-use crate::id::Fingerprint;
+use crate::id::{Fingerprint, payload_fingerprint};
 use crate::outcome::Outcome;
-use crate::persist::{offset_key, table_cf};
+use crate::persist::{MarkValue, offset_key, table_cf};
 use crate::settings::Settings;
 use crate::stats::Stats;
 use bytes::Bytes;
@@ -46,6 +46,11 @@ impl Store {
         &self.inner.committer
     }
 
+    /// Whether `other` is a handle of this same store.
+    pub(crate) fn same_as(&self, other: &Store) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// Marks `id` as seen unless it already was within the window: an atomic test-and-set.
     ///
     /// Among concurrent callers with one ID exactly one gets [`Outcome::New`]; the others get
@@ -70,11 +75,50 @@ impl Store {
     /// unmarked in this process, the message must not be acked, and the store is poisoned
     /// ([`Error::Poisoned`](crate::Error::Poisoned)) until reopened.
     pub fn check_and_mark(&self, id: impl AsRef<[u8]>) -> Result<Outcome> {
+        self.check_and_mark_with(id.as_ref(), None)
+    }
+
+    /// [`check_and_mark`](Self::check_and_mark), keeping the fingerprint of the message's
+    /// payload with the mark: the same ID with another payload is [`Outcome::Conflict`], never a
+    /// silent `Duplicate`. A duplicate whose payload is compared costs one read of the stored
+    /// mark (the memtable or the block cache, mostly).
+    ///
+    /// ```
+    /// use dedupstore::{Outcome, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// assert_eq!(store.check_and_mark_payload("order-7", b"2 apples")?, Outcome::New);
+    /// assert!(matches!(
+    ///     store.check_and_mark_payload("order-7", b"2 apples")?,
+    ///     Outcome::Duplicate { .. }
+    /// ));
+    /// assert!(matches!(
+    ///     store.check_and_mark_payload("order-7", b"9 pears")?,
+    ///     Outcome::Conflict { .. }
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`check_and_mark`](Self::check_and_mark).
+    pub fn check_and_mark_payload(
+        &self,
+        id: impl AsRef<[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<Outcome> {
+        let payload = payload_fingerprint(payload.as_ref());
+        self.check_and_mark_with(id.as_ref(), Some(payload))
+    }
+
+    fn check_and_mark_with(&self, id: &[u8], payload: Option<u128>) -> Result<Outcome> {
         let engine = self.engine();
-        let fp = engine.fingerprint(id.as_ref(), None)?;
+        let fp = engine.fingerprint(id, None)?;
         let mut claims = Unsettled::new(engine, 1);
-        let outcome = claims.claim(fp)?;
-        engine.write_claims(claims)?;
+        let outcome = claims.claim(fp, payload)?;
+        engine.write_claims(claims, |c| MarkValue {
+            payload,
+            ..MarkValue::at(c.at)
+        })?;
         Ok(outcome)
     }
 
@@ -93,9 +137,9 @@ impl Store {
         let mut claims = Unsettled::new(engine, fps.len());
         let mut outcomes = Vec::with_capacity(fps.len());
         for fp in fps {
-            outcomes.push(claims.claim(fp)?);
+            outcomes.push(claims.claim(fp, None)?);
         }
-        engine.write_claims(claims)?;
+        engine.write_claims(claims, |c| MarkValue::at(c.at))?;
         Ok(outcomes)
     }
 
@@ -150,6 +194,7 @@ impl Store {
             block_cache_bytes,
             memtable_bytes,
             hot_evictions: hot.evictions,
+            claims_held: hot.leases,
             cold_lookups: hot.cold_lookups,
             generations: self.engine().cold.generation_count(),
             failed_generation_drops: self.engine().cold.failed_drops(),

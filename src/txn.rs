@@ -1,11 +1,12 @@
 //! [`Transaction`]: record-and-mark, the atomic write.
 
+use crate::claim::{Claim, checked_result};
 use crate::commit::{Prepared, Ticket};
 use crate::engine::Unsettled;
 use crate::error::{Error, Result};
-use crate::id::Fingerprint;
+use crate::id::{Fingerprint, payload_fingerprint};
 use crate::outcome::{CommitOutcome, Conflict, Outcome};
-use crate::persist::{Offset, Row, Staged, offset_key, table_cf};
+use crate::persist::{MarkValue, Offset, Row, Staged, offset_key, table_cf};
 use crate::store::Store;
 use bytes::Bytes;
 
@@ -36,8 +37,21 @@ use bytes::Bytes;
 pub struct Transaction {
     /// A handle of its own, so a transaction can move into another thread or task.
     store: Store,
-    marks: Vec<(Bytes, Fingerprint)>,
+    marks: Vec<Marking>,
+    /// Claims the transaction completes; dropped uncommitted, they are released.
+    claims: Vec<Claim>,
     staged: Staged,
+}
+
+/// One mark (or claim completion) of a transaction.
+#[derive(Debug)]
+struct Marking {
+    id: Bytes,
+    fp: Fingerprint,
+    payload: Option<u128>,
+    result: Option<Bytes>,
+    /// The token of the claim it completes.
+    token: Option<u64>,
 }
 
 impl Store {
@@ -53,6 +67,7 @@ impl Transaction {
         Self {
             store,
             marks: Vec::new(),
+            claims: Vec::new(),
             staged: Staged::default(),
         }
     }
@@ -63,12 +78,63 @@ impl Transaction {
     /// [`Error::InvalidId`](crate::Error::InvalidId), with the number of earlier `mark` calls
     /// as its position; the transaction is unchanged.
     pub fn mark(&mut self, id: impl AsRef<[u8]>) -> Result<&mut Self> {
-        let id = id.as_ref();
+        self.stage_mark(id.as_ref(), None)
+    }
+
+    /// [`mark`](Self::mark), keeping the fingerprint of the message's payload with the mark:
+    /// the transaction is rejected with [`Outcome::Conflict`] if the ID was marked (or is
+    /// claimed) with another payload. An ID marked twice keeps its first payload.
+    ///
+    /// # Errors
+    /// As [`mark`](Self::mark).
+    pub fn mark_payload(
+        &mut self,
+        id: impl AsRef<[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<&mut Self> {
+        self.stage_mark(id.as_ref(), Some(payload_fingerprint(payload.as_ref())))
+    }
+
+    fn stage_mark(&mut self, id: &[u8], payload: Option<u128>) -> Result<&mut Self> {
         let fp = self
             .store
             .engine()
             .fingerprint(id, Some(self.marks.len()))?;
-        self.marks.push((Bytes::copy_from_slice(id), fp));
+        self.marks.push(Marking {
+            id: Bytes::copy_from_slice(id),
+            fp,
+            payload,
+            result: None,
+            token: None,
+        });
+        Ok(self)
+    }
+
+    /// Completes `claim` with `result` (at most [`MAX_RESULT_LEN`](crate::MAX_RESULT_LEN)
+    /// bytes) if the transaction commits: the claim's effect, when it lives in this store, and
+    /// its completion commit together. Dropped or rejected, the transaction releases the claim.
+    /// If the claim's lease runs out and another caller takes its ID over before the commit,
+    /// the transaction is rejected and names the ID.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for an over-long result or a
+    /// claim of another store; the claim is then released and the transaction unchanged.
+    pub fn complete(&mut self, claim: Claim, result: Option<&[u8]>) -> Result<&mut Self> {
+        if !claim.is_of(&self.store) {
+            return Err(Error::InvalidArgument {
+                what: "claim",
+                detail: "it was made by another store".into(),
+            });
+        }
+        let result = checked_result(result)?;
+        self.marks.push(Marking {
+            id: Bytes::copy_from_slice(claim.id()),
+            fp: claim.fp,
+            payload: claim.payload,
+            result,
+            token: Some(claim.token),
+        });
+        self.claims.push(claim);
         Ok(self)
     }
 
@@ -196,12 +262,12 @@ impl Transaction {
         let mut claims = Unsettled::new(engine, self.marks.len());
         let mut conflicts = Vec::new();
         for &i in &order {
-            let fp = self.marks[i].1;
+            let m = &self.marks[i];
             // After a conflict, the remaining marks are only looked at, to name them all.
-            let outcome = if conflicts.is_empty() {
-                claims.claim(fp)?
-            } else {
-                engine.check(fp)?
+            let outcome = match (conflicts.is_empty(), m.token) {
+                (true, Some(token)) => claims.complete(m.fp, token, m.payload)?,
+                (true, None) => claims.claim(m.fp, m.payload)?,
+                (false, _) => engine.check(m.fp)?,
             };
             if outcome != Outcome::New {
                 conflicts.push((i, outcome));
@@ -213,13 +279,31 @@ impl Transaction {
             return Ok(Err(conflicts
                 .into_iter()
                 .map(|(i, outcome)| Conflict {
-                    id: self.marks[i].0.clone(),
+                    id: self.marks[i].id.clone(),
                     outcome,
                 })
                 .collect()));
         }
+        // Every mark was new, so each claimed one entry, in `order`.
+        debug_assert_eq!(claims.claims().len(), order.len());
         let mut staged = std::mem::take(&mut self.staged);
-        staged.marks = claims.claims().iter().map(|c| (c.fp, c.at)).collect();
+        staged.marks = order
+            .iter()
+            .zip(claims.claims())
+            .map(|(&i, c)| {
+                let m = &self.marks[i];
+                let value = MarkValue {
+                    at: c.at,
+                    payload: m.payload,
+                    result: m.result.clone(),
+                };
+                (c.fp, value)
+            })
+            .collect();
+        // Their leases became the pending marks: nothing is left to release.
+        for claim in &mut self.claims {
+            claim.ended = true;
+        }
         Ok(Ok(Prepared {
             staged,
             claims: claims.into_claims(),
@@ -238,11 +322,12 @@ fn queue(store: &Store, prepared: Prepared) -> Result<Ticket> {
 }
 
 /// The order in which a transaction claims its marks: by fingerprint, the same global order for
-/// every transaction; an ID marked twice appears once (its first mark).
-fn claim_order(marks: &[(Bytes, Fingerprint)]) -> Vec<usize> {
+/// every transaction; an ID marked twice appears once (the completion of its claim if there is
+/// one, else its first mark).
+fn claim_order(marks: &[Marking]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..marks.len()).collect();
-    order.sort_by_key(|&i| marks[i].1.key());
-    order.dedup_by_key(|&mut i| marks[i].1);
+    order.sort_by_key(|&i| (marks[i].fp.key(), marks[i].token.is_none()));
+    order.dedup_by_key(|&mut i| marks[i].fp);
     order
 }
 
@@ -250,6 +335,7 @@ impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
             .field("marks", &self.marks.len())
+            .field("claims", &self.claims.len())
             .field("rows", &self.staged.rows.len())
             .field("offsets", &self.staged.offsets.len())
             .field("outbox", &self.staged.outbox.len())
@@ -265,18 +351,19 @@ mod tests {
     /// same order: the one that wins the first shared ID meets no claim of the other's later.
     #[test]
     fn shared_ids_are_claimed_in_one_global_order() {
-        let mark = |id: &str| {
-            (
-                Bytes::copy_from_slice(id.as_bytes()),
-                Fingerprint::of(0, id.as_bytes(), None).unwrap(),
-            )
+        let mark = |id: &str| Marking {
+            id: Bytes::copy_from_slice(id.as_bytes()),
+            fp: Fingerprint::of(0, id.as_bytes(), None).unwrap(),
+            payload: None,
+            result: None,
+            token: None,
         };
         let one = [mark("x"), mark("own-1"), mark("y"), mark("z"), mark("y")];
         let two = [mark("z"), mark("y"), mark("own-2"), mark("x")];
-        let shared = |marks: &[(Bytes, Fingerprint)]| -> Vec<Bytes> {
+        let shared = |marks: &[Marking]| -> Vec<Bytes> {
             claim_order(marks)
                 .into_iter()
-                .map(|i| marks[i].0.clone())
+                .map(|i| marks[i].id.clone())
                 .filter(|id| !id.starts_with(b"own"))
                 .collect()
         };

@@ -147,10 +147,44 @@ fn a_meta_record_from_another_format_version_is_incompatible() {
             found, expected, ..
         }) => {
             assert_eq!(found, "dedupstore format 9");
-            assert_eq!(expected, "dedupstore format 1");
+            assert_eq!(expected, "dedupstore format 1..=2");
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// A store of format 1 (marks without values) opens as it is and is upgraded to format 2, which
+/// older versions then refuse rather than misread a mark that carries a value.
+#[test]
+fn a_format_1_store_opens_and_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.check_and_mark("x").unwrap(), Outcome::New);
+    drop(store);
+    let version = |path: &Path| {
+        let names = DB::list_cf(&Options::default(), path).unwrap();
+        let db = DB::open_cf(&Options::default(), path, &names).unwrap();
+        let meta = db
+            .get_cf(&db.cf_handle("meta").unwrap(), b"meta")
+            .unwrap()
+            .unwrap();
+        (u32::from_le_bytes(meta[8..12].try_into().unwrap()), meta)
+    };
+    let (found, mut meta) = version(dir.path());
+    assert_eq!(found, 2);
+    meta[8..12].copy_from_slice(&1u32.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&meta[..40]);
+    meta[40..48].copy_from_slice(&sum.to_le_bytes());
+    overwrite_meta(dir.path(), &meta);
+    assert_eq!(version(dir.path()).0, 1);
+
+    let store = Store::open(dir.path()).unwrap();
+    assert!(matches!(
+        store.check_and_mark("x").unwrap(),
+        Outcome::Duplicate { .. }
+    ));
+    drop(store);
+    assert_eq!(version(dir.path()).0, 2, "the open upgraded the record");
 }
 
 #[test]

@@ -44,6 +44,7 @@ fn hammer(store: &Store, ids: usize) -> Vec<AtomicU32> {
                                 }
                                 Outcome::Duplicate { .. } => {}
                                 Outcome::InFlight => retry.push(i),
+                                Outcome::Conflict { .. } => panic!("no payloads given"),
                             }
                         }
                         pending = retry;

@@ -18,11 +18,13 @@ const LAYERS: &[(&str, u32)] = &[
     ("engine", 3),
     ("commit", 4),
     ("store", 5),
-    ("txn", 6),
+    ("claim", 6),
     ("outbox", 6),
-    ("config", 7),
-    ("cli", 8),
-    ("fuzz", 8),
+    ("settle", 6),
+    ("txn", 7),
+    ("config", 8),
+    ("cli", 9),
+    ("fuzz", 9),
 ];
 
 fn layer(module: &str) -> u32 {

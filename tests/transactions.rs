@@ -3,12 +3,13 @@
 //! transactions sharing an ID commit exactly once; tickets keep many commits in flight and
 //! merge into groups.
 
+#[path = "common/block_on.rs"]
+mod block_on;
+
+use block_on::block_on;
 use dedupstore::{CommitOutcome, Error, Outcome, Store, Ticket};
-use std::future::Future;
-use std::pin::pin;
+use std::sync::Barrier;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Barrier};
-use std::task::{Context, Poll, Wake, Waker};
 
 fn committed(outcome: CommitOutcome) -> std::ops::Range<u64> {
     match outcome {
@@ -363,25 +364,6 @@ fn later_writes_to_a_key_win_within_a_group() {
             Some(format!("{round}-2").as_bytes())
         );
         assert_eq!(store.get("b", "k").unwrap(), None);
-    }
-}
-
-/// Polls a future to completion on this thread, parking between polls.
-fn block_on<F: Future>(future: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut future = pin!(future);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        std::thread::park();
     }
 }
 

@@ -19,7 +19,7 @@ pub(crate) use ticket::Completion;
 pub use ticket::Ticket;
 use ticket::{SPIN, spin_until};
 
-use crate::engine::{Claim, Engine};
+use crate::engine::{Engine, PendingMark};
 use crate::error::{Error, Result};
 use crate::outcome::{CommitOutcome, Receipt};
 use crate::persist::Staged;
@@ -46,7 +46,7 @@ const NAP_MAX: Duration = Duration::from_millis(1);
 /// A transaction ready to be written: its writes and its claimed marks.
 pub(crate) struct Prepared {
     pub staged: Staged,
-    pub claims: Vec<Claim>,
+    pub claims: Vec<PendingMark>,
 }
 
 /// A prepared transaction handed to the committer.
@@ -130,7 +130,7 @@ impl Committer {
 
     /// Queues a prepared transaction for the committer. Gives its claims back if the committer
     /// has stopped.
-    pub(crate) fn submit(&self, prepared: Prepared) -> Result<Ticket, Vec<Claim>> {
+    pub(crate) fn submit(&self, prepared: Prepared) -> Result<Ticket, Vec<PendingMark>> {
         let Some(sender) = &self.sender else {
             return Err(prepared.claims);
         };
@@ -235,7 +235,8 @@ impl Shared {
         self.unfinished.fetch_sub(group.len(), Ordering::AcqRel);
         let written = {
             let staged: Vec<&Staged> = group.iter().map(|r| &r.prepared.staged).collect();
-            let claims: Vec<&[Claim]> = group.iter().map(|r| &r.prepared.claims[..]).collect();
+            let claims: Vec<&[PendingMark]> =
+                group.iter().map(|r| &r.prepared.claims[..]).collect();
             self.engine.write_and_settle(&staged, &claims)
         };
         self.counters.record(group.len(), started.elapsed());

@@ -11,13 +11,14 @@ use crate::clock::{StoreTime, from_unix_millis, unix_millis};
 use crate::error::{Error, Result};
 use crate::id::{Fingerprint, namespace_seed};
 use crate::outcome::Outcome;
-use crate::persist::{Cold, Staged};
+use crate::persist::{Cold, MarkValue, Staged};
 use crate::settings::Settings;
-use crate::wheel::{Hot, HotTier, Stamps};
+use crate::wheel::{Hot, HotTier, Stamps, Stripe};
 use crate::window::Window;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 use std::time::{Duration, UNIX_EPOCH};
 
 pub(crate) struct Engine {
@@ -29,6 +30,8 @@ pub(crate) struct Engine {
     namespace_seed: u64,
     /// The whole store's memory budget, for `Stats`.
     pub memory_budget: u64,
+    /// The next claim's token.
+    next_token: AtomicU64,
 }
 
 /// Claims taken and not yet handed to a write. Dropped with claims in it (an error, a
@@ -36,7 +39,7 @@ pub(crate) struct Engine {
 /// flight and nothing stays pending in front of its stripe's expiry.
 pub(crate) struct Unsettled<'e> {
     engine: &'e Engine,
-    claims: Vec<Claim>,
+    claims: Vec<PendingMark>,
 }
 
 impl<'e> Unsettled<'e> {
@@ -48,16 +51,26 @@ impl<'e> Unsettled<'e> {
     }
 
     /// [`Engine::claim`] into this set.
-    pub(crate) fn claim(&mut self, fp: Fingerprint) -> Result<Outcome> {
-        self.engine.claim(fp, &mut self.claims)
+    pub(crate) fn claim(&mut self, fp: Fingerprint, payload: Option<u128>) -> Result<Outcome> {
+        self.engine.claim(fp, payload, &mut self.claims)
     }
 
-    pub(crate) fn claims(&self) -> &[Claim] {
+    /// [`Engine::complete`] into this set.
+    pub(crate) fn complete(
+        &mut self,
+        fp: Fingerprint,
+        token: u64,
+        payload: Option<u128>,
+    ) -> Result<Outcome> {
+        self.engine.complete(fp, token, payload, &mut self.claims)
+    }
+
+    pub(crate) fn claims(&self) -> &[PendingMark] {
         &self.claims
     }
 
     /// The claims, for a write that will settle them.
-    pub(crate) fn into_claims(mut self) -> Vec<Claim> {
+    pub(crate) fn into_claims(mut self) -> Vec<PendingMark> {
         std::mem::take(&mut self.claims)
     }
 }
@@ -70,7 +83,7 @@ impl Drop for Unsettled<'_> {
 
 /// A pending mark, claimed in the hot tier, to write and settle.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Claim {
+pub(crate) struct PendingMark {
     pub fp: Fingerprint,
     seq: u64,
     /// The mark time.
@@ -106,6 +119,7 @@ impl Engine {
             stamps: Stamps::new(window),
             namespace_seed: namespace_seed(&settings.namespace),
             memory_budget: settings.memory_budget as u64,
+            next_token: AtomicU64::new(1),
         })
     }
 
@@ -125,22 +139,44 @@ impl Engine {
 
     /// Decides `fp` under its stripe's lock; if it is new, claims it and records the claim in
     /// `claims`. A fingerprint already claimed in `claims` is answered `Duplicate`: the claim
-    /// will be durable by the time the caller's write returns.
-    pub(crate) fn claim(&self, fp: Fingerprint, claims: &mut Vec<Claim>) -> Result<Outcome> {
-        self.decide(fp, Some(claims))
+    /// will be durable by the time the caller's write returns. `payload` is the fingerprint of
+    /// the message's payload, if the caller gave one: a mark or claim in progress made with
+    /// another payload is answered `Conflict`.
+    pub(crate) fn claim(
+        &self,
+        fp: Fingerprint,
+        payload: Option<u128>,
+        claims: &mut Vec<PendingMark>,
+    ) -> Result<Outcome> {
+        self.decide(fp, payload, Some(claims))
     }
 
     /// What [`claim`](Self::claim) would answer for `fp`, without claiming it.
     pub(crate) fn check(&self, fp: Fingerprint) -> Result<Outcome> {
-        self.decide(fp, None)
+        self.decide(fp, None, None)
     }
 
-    fn decide(&self, fp: Fingerprint, claims: Option<&mut Vec<Claim>>) -> Result<Outcome> {
+    fn decide(
+        &self,
+        fp: Fingerprint,
+        payload: Option<u128>,
+        claims: Option<&mut Vec<PendingMark>>,
+    ) -> Result<Outcome> {
         let mut stripe = self.hot.stripe(fp).lock();
         // Read under the lock, so times within a stripe never decrease.
         let now = self.now_millis();
+        if let Some(lease) = stripe.leases.live(fp, now) {
+            return Ok(if differs(payload, lease.payload) {
+                conflict(lease.since)
+            } else {
+                Outcome::InFlight
+            });
+        }
         match stripe.lookup(fp, self.window, self.stamps, now) {
-            Hot::Durable { first_seen } => return Ok(duplicate(first_seen)),
+            Hot::Durable { first_seen } => {
+                drop(stripe);
+                return self.duplicate_of(fp, first_seen, payload, now);
+            }
             Hot::Pending { seq, first_seen } => {
                 let ours = claims
                     .as_ref()
@@ -162,23 +198,50 @@ impl Engine {
             return if authoritative {
                 Ok(Outcome::New)
             } else {
-                self.probe_unclaimed(fp, now)
+                self.probe_unclaimed(fp, payload, now)
             };
         };
-        let seq = stripe
+        // A claim whose lease has run out is taken over: its holder can no longer complete it.
+        stripe.leases.remove_dead(fp, now);
+        let seq = self.pend(&mut stripe, fp, now)?;
+        claims.push(PendingMark { fp, seq, at: now });
+        if authoritative {
+            return Ok(Outcome::New);
+        }
+        drop(stripe);
+        self.probe_claimed(fp, seq, payload, now, claims)
+    }
+
+    /// Inserts a pending entry for `fp` at `now` into its locked `stripe`, where the caller
+    /// found it absent; returns the entry's sequence number.
+    fn pend(&self, stripe: &mut Stripe, fp: Fingerprint, now: u64) -> Result<u64> {
+        stripe
             .insert_pending(fp, self.window, self.stamps, now)
             .ok_or_else(|| Error::Storage {
                 context: "claiming a mark".into(),
                 detail: "its stripe of the in-memory tier is full behind a write that has \
                          not returned"
                     .into(),
-            })?;
-        claims.push(Claim { fp, seq, at: now });
-        if authoritative {
-            return Ok(Outcome::New);
+            })
+    }
+
+    /// The answer for `fp`, found durable in memory (marked at `first_seen`): `Duplicate`, or
+    /// `Conflict` if its stored mark was made with a payload other than `payload` (which costs
+    /// one read, only when a payload is given).
+    fn duplicate_of(
+        &self,
+        fp: Fingerprint,
+        first_seen: u64,
+        payload: Option<u128>,
+        now: u64,
+    ) -> Result<Outcome> {
+        if payload.is_none() {
+            return Ok(duplicate(first_seen));
         }
-        drop(stripe);
-        self.probe_claimed(fp, seq, now, claims)
+        Ok(match self.cold.find_live(fp, now)? {
+            Some(mark) => answer(&mark, payload),
+            None => duplicate(first_seen),
+        })
     }
 
     /// Reads the disk for `fp`, just claimed as entry `seq` (the last of `claims`) after its
@@ -190,8 +253,9 @@ impl Engine {
         &self,
         fp: Fingerprint,
         seq: u64,
+        payload: Option<u128>,
         now: u64,
-        claims: &mut Vec<Claim>,
+        claims: &mut Vec<PendingMark>,
     ) -> Result<Outcome> {
         let Some(found) = self.cold.find_live(fp, now).transpose() else {
             return Ok(Outcome::New);
@@ -199,40 +263,53 @@ impl Engine {
         let probe = claims.pop();
         debug_assert!(probe.is_some_and(|c| c.seq == seq && c.fp == fp));
         let mut stripe = self.hot.stripe(fp).lock();
-        match found {
-            Ok(first_seen) => {
-                stripe.recall(seq, first_seen, self.stamps);
-                Ok(duplicate(first_seen))
+        let outcome = match found {
+            Ok(mark) => {
+                stripe.recall(seq, mark.at, self.stamps);
+                Ok(answer(&mark, payload))
             }
             Err(e) => {
                 stripe.settle(seq, false);
                 Err(e)
             }
-        }
+        };
+        drop(stripe);
+        self.hot.settled(fp).notify(usize::MAX);
+        outcome
     }
 
     /// Reads the disk for `fp` (missed by its stripe at `now`, which is not authoritative)
     /// without claiming it, and keeps a live mark it finds in the stripe.
-    fn probe_unclaimed(&self, fp: Fingerprint, now: u64) -> Result<Outcome> {
-        let Some(first_seen) = self.cold.find_live(fp, now)? else {
+    fn probe_unclaimed(&self, fp: Fingerprint, payload: Option<u128>, now: u64) -> Result<Outcome> {
+        let Some(mark) = self.cold.find_live(fp, now)? else {
             return Ok(Outcome::New);
         };
-        let mut stripe = self.hot.stripe(fp).lock();
+        self.remember(fp, mark.at);
+        Ok(answer(&mark, payload))
+    }
+
+    /// Keeps a live mark of `fp` made at `first_seen`, just read from disk, in its stripe,
+    /// unless the stripe has it already (claimed or recalled meanwhile).
+    fn remember(&self, fp: Fingerprint, first_seen: u64) {
+        self.remember_in(&mut self.hot.stripe(fp).lock(), fp, first_seen);
+    }
+
+    /// [`remember`](Self::remember), in `fp`'s stripe, locked by the caller.
+    fn remember_in(&self, stripe: &mut Stripe, fp: Fingerprint, first_seen: u64) {
         let later = self.now_millis();
-        // Claimed or recalled meanwhile: the stripe has it already.
         if self.window.is_live(first_seen, later)
             && stripe.lookup(fp, self.window, self.stamps, later) == Hot::Absent
             && let Some(seq) = stripe.insert_pending(fp, self.window, self.stamps, later)
         {
             stripe.recall(seq, first_seen, self.stamps);
         }
-        Ok(duplicate(first_seen))
     }
 
     /// Settles claims once their write returned: durable if `written`, forgotten otherwise.
-    pub(crate) fn settle(&self, claims: &[Claim], written: bool) {
+    pub(crate) fn settle(&self, claims: &[PendingMark], written: bool) {
         for c in claims {
             self.hot.stripe(c.fp).lock().settle(c.seq, written);
+            self.hot.settled(c.fp).notify(usize::MAX);
         }
     }
 
@@ -245,7 +322,7 @@ impl Engine {
     pub(crate) fn write_and_settle(
         &self,
         group: &[&Staged],
-        claims: &[&[Claim]],
+        claims: &[&[PendingMark]],
     ) -> Result<Vec<Range<u64>>> {
         let written = panic::catch_unwind(AssertUnwindSafe(|| self.cold.write_staged(group)))
             .unwrap_or_else(|panic| Err(self.cold.poison_after_panic(panic.as_ref())));
@@ -255,12 +332,17 @@ impl Engine {
         written
     }
 
-    /// Writes the marks of `claims` in one batch, directly (not through the committer).
-    pub(crate) fn write_claims(&self, mut claims: Unsettled<'_>) -> Result<()> {
+    /// Writes the marks of `claims` in one batch, directly (not through the committer), each
+    /// with the value `value` gives it.
+    pub(crate) fn write_claims(
+        &self,
+        mut claims: Unsettled<'_>,
+        value: impl Fn(&PendingMark) -> MarkValue,
+    ) -> Result<()> {
         if claims.claims.is_empty() {
             return Ok(());
         }
-        let staged = Staged::marks(claims.claims.iter().map(|c| (c.fp, c.at)).collect());
+        let staged = Staged::marks(claims.claims.iter().map(|c| (c.fp, value(c))).collect());
         let written = self.write_and_settle(&[&staged], &[&claims.claims]);
         claims.claims.clear(); // settled
         self.cold.maintain();
@@ -274,5 +356,28 @@ fn duplicate(first_seen: u64) -> Outcome {
     }
 }
 
+fn conflict(first_seen: u64) -> Outcome {
+    Outcome::Conflict {
+        first_seen: from_unix_millis(first_seen),
+    }
+}
+
+/// Whether a caller's payload and a stored one are known to differ.
+fn differs(ours: Option<u128>, theirs: Option<u128>) -> bool {
+    matches!((ours, theirs), (Some(a), Some(b)) if a != b)
+}
+
+/// What a caller with `payload` is told of a live stored `mark`.
+fn answer(mark: &MarkValue, payload: Option<u128>) -> Outcome {
+    if differs(payload, mark.payload) {
+        conflict(mark.at)
+    } else {
+        duplicate(mark.at)
+    }
+}
+
+mod claims;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use claims::{Acquired, Flight};

@@ -159,6 +159,7 @@ fn racing_callers_after_a_restart_get_exactly_one_new_per_id() {
                                 Outcome::InFlight => thread::yield_now(),
                                 Outcome::New => break news.push(i),
                                 Outcome::Duplicate { .. } => break,
+                                Outcome::Conflict { .. } => panic!("no payloads given"),
                             }
                         }
                     }

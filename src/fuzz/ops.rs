@@ -139,7 +139,7 @@ impl Answers {
         match outcome {
             Outcome::New => self.new,
             Outcome::Duplicate { first_seen } => self.duplicate.contains(&millis(first_seen)),
-            Outcome::InFlight => false,
+            Outcome::InFlight | Outcome::Conflict { .. } => false,
         }
     }
 }

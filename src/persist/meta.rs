@@ -15,14 +15,20 @@
 use crate::error::{Error, Result};
 use xxhash_rust::xxh3::xxh3_64;
 
-/// The on-disk format this version reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this version writes. Version 2 added values to marks (a payload
+/// fingerprint, a claim's result; `persist::mark`); a version 1 store is read as it is and
+/// upgraded at open by rewriting this record, after which older versions refuse it.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest format this version reads.
+const OLDEST_READABLE: u32 = 1;
 const MAGIC: &[u8; 8] = b"DDUPSTOR";
 const LEN: usize = 48;
 const BODY: usize = 40;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Meta {
+    /// The format version the record was written by.
+    pub version: u32,
     pub window_ms: u64,
     pub slots: u32,
     pub namespace_seed: u64,
@@ -33,7 +39,7 @@ impl Meta {
     pub(crate) fn encode(&self) -> [u8; LEN] {
         let mut out = [0u8; LEN];
         out[0..8].copy_from_slice(MAGIC);
-        out[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out[8..12].copy_from_slice(&self.version.to_le_bytes());
         out[12..20].copy_from_slice(&self.window_ms.to_le_bytes());
         out[20..24].copy_from_slice(&self.slots.to_le_bytes());
         out[24..32].copy_from_slice(&self.namespace_seed.to_le_bytes());
@@ -57,11 +63,11 @@ impl Meta {
             )));
         }
         let version = u32::from_le_bytes(field(bytes, 8));
-        if version != FORMAT_VERSION {
+        if !(OLDEST_READABLE..=FORMAT_VERSION).contains(&version) {
             return Err(Error::IncompatibleFormat {
                 path: path.to_owned(),
                 found: format!("dedupstore format {version}"),
-                expected: format!("dedupstore format {FORMAT_VERSION}"),
+                expected: format!("dedupstore format {OLDEST_READABLE}..={FORMAT_VERSION}"),
             });
         }
         if bytes.len() != LEN {
@@ -72,6 +78,7 @@ impl Meta {
             return Err(corrupt("checksum mismatch".into()));
         }
         Ok(Self {
+            version,
             window_ms: u64::from_le_bytes(field(bytes, 12)),
             slots: u32::from_le_bytes(field(bytes, 20)),
             namespace_seed: u64::from_le_bytes(field(bytes, 24)),
@@ -93,6 +100,7 @@ mod tests {
     use std::path::Path;
 
     const META: Meta = Meta {
+        version: FORMAT_VERSION,
         window_ms: 86_400_000,
         slots: 128,
         namespace_seed: 0xfeed,
@@ -102,6 +110,14 @@ mod tests {
     #[test]
     fn round_trips() {
         assert_eq!(Meta::decode(&META.encode(), Path::new("x")).unwrap(), META);
+        let older = Meta {
+            version: OLDEST_READABLE,
+            ..META
+        };
+        assert_eq!(
+            Meta::decode(&older.encode(), Path::new("x")).unwrap(),
+            older
+        );
     }
 
     #[test]
@@ -127,13 +143,13 @@ mod tests {
             Err(Error::Corruption { .. })
         ));
         let mut future = good;
-        future[8] = 2;
+        future[8] = 3;
         match Meta::decode(&future, p) {
             Err(Error::IncompatibleFormat {
                 found, expected, ..
             }) => {
-                assert_eq!(found, "dedupstore format 2");
-                assert_eq!(expected, "dedupstore format 1");
+                assert_eq!(found, "dedupstore format 3");
+                assert_eq!(expected, "dedupstore format 1..=2");
             }
             other => panic!("{other:?}"),
         }

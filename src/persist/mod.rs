@@ -13,6 +13,7 @@ mod fault;
 pub(crate) mod generations;
 mod integrity;
 pub(crate) mod layout;
+pub(crate) mod mark;
 pub(crate) mod meta;
 mod options;
 mod staged;
@@ -23,6 +24,8 @@ mod tests;
 pub(crate) use fault::{INJECTED_PANIC, Op, Strike};
 pub use layout::{MAX_STREAM_NAME, MAX_TABLE_NAME};
 pub(crate) use layout::{offset_key, table_cf};
+pub use mark::MAX_RESULT_LEN;
+pub(crate) use mark::MarkValue;
 pub(crate) use staged::{Offset, Row, Staged};
 
 use crate::error::{Error, Result};
@@ -221,6 +224,7 @@ impl Cold {
     /// when the window changed. Returns the record as stored.
     fn check_meta(&self, settings: &Settings, now: u64) -> Result<Meta> {
         let wanted = Meta {
+            version: meta::FORMAT_VERSION,
             window_ms: settings.window_ms,
             slots: settings.slots,
             namespace_seed: namespace_seed(&settings.namespace),
@@ -357,7 +361,10 @@ impl Cold {
             row_cf.push(i);
         }
         let mut row_cf = row_cf.into_iter();
-        let latest = group.iter().flat_map(|s| s.marks.iter().map(|m| m.1)).max();
+        let latest = group
+            .iter()
+            .flat_map(|s| s.marks.iter().map(|m| m.1.at))
+            .max();
         // Holding the read lock across the write keeps the generation from being dropped.
         let mut rolled = false;
         let generations = loop {
@@ -386,11 +393,14 @@ impl Cold {
             batch.put_cf(&self.cf(META_CF)?, CLOCK_KEY, t.to_be_bytes());
         }
         let mut ranges = Vec::with_capacity(group.len());
+        let mut encoded = Vec::new();
         let (offsets_cf, outbox_cf) = (self.cf(OFFSETS_CF)?, self.cf(OUTBOX_CF)?);
         for staged in group {
             if let Some(cf) = &marks_cf {
-                for (fp, t) in &staged.marks {
-                    batch.put_cf(cf, fp.key(), t.to_be_bytes());
+                for (fp, value) in &staged.marks {
+                    encoded.clear();
+                    value.encode_into(&mut encoded);
+                    batch.put_cf(cf, fp.key(), &encoded);
                 }
             }
             for (row, i) in staged.rows.iter().zip(&mut row_cf) {
@@ -437,7 +447,7 @@ impl Cold {
 
     /// The newest live mark of `fp` at `now`, looking through every live generation, newest
     /// first. Filters answer most misses without reading a data block.
-    pub(crate) fn find_live(&self, fp: Fingerprint, now: u64) -> Result<Option<u64>> {
+    pub(crate) fn find_live(&self, fp: Fingerprint, now: u64) -> Result<Option<MarkValue>> {
         let key = fp.key();
         let generations = self.generations.read();
         for g in generations.iter().rev() {
@@ -453,9 +463,9 @@ impl Cold {
                 || self.db.get_pinned_cf(&cf, key),
             )?;
             if let Some(value) = found {
-                let t = decode_u64(&value, || format!("a mark in {}", g.name))?;
-                if self.window.is_live(t, now) {
-                    return Ok(Some(t));
+                let mark = MarkValue::decode(&value, || format!("a mark in {}", g.name))?;
+                if self.window.is_live(mark.at, now) {
+                    return Ok(Some(mark));
                 }
             }
         }

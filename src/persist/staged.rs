@@ -1,12 +1,13 @@
 //! [`Staged`]: one transaction's writes, validated and encoded, waiting to be written.
 
+use super::mark::MarkValue;
 use crate::id::Fingerprint;
 use bytes::Bytes;
 
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
-    /// Claimed marks: fingerprint and mark time.
-    pub marks: Vec<(Fingerprint, u64)>,
+    /// Claimed marks: fingerprint and stored value.
+    pub marks: Vec<(Fingerprint, MarkValue)>,
     /// Puts (`Some` value) and deletes (`None`) into the consumer's tables, by column family.
     pub rows: Vec<Row>,
     /// Offsets, in the order they were set.
@@ -33,7 +34,7 @@ pub(crate) struct Row {
 }
 
 impl Staged {
-    pub(crate) fn marks(marks: Vec<(Fingerprint, u64)>) -> Self {
+    pub(crate) fn marks(marks: Vec<(Fingerprint, MarkValue)>) -> Self {
         Self {
             marks,
             ..Self::default()

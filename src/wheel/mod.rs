@@ -10,13 +10,16 @@
 
 mod fifo;
 mod index;
+mod lease;
 mod stripe;
 
+pub(crate) use lease::Lease;
 pub(crate) use stripe::{Hot, Stamps, Stripe};
 
 use crate::error::{Error, Result};
 use crate::id::Fingerprint;
 use crossbeam_utils::CachePadded;
+use event_listener::Event;
 use parking_lot::Mutex;
 
 /// Bytes an ID costs in the hot tier when its tables are full: 20 for the entry, about 6 for
@@ -28,6 +31,9 @@ const MAX_PRESIZE: usize = 1 << 18;
 
 pub(crate) struct HotTier {
     stripes: Box<[CachePadded<Mutex<Stripe>>]>,
+    /// One per stripe: notified whenever one of its marks settles or a claim ends, for callers
+    /// waiting for an ID in flight.
+    settled: Box<[Event]>,
     mask: u64,
 }
 
@@ -38,6 +44,7 @@ pub(crate) struct HotTotals {
     pub bytes: u64,
     pub cold_lookups: u64,
     pub evictions: u64,
+    pub leases: u64,
 }
 
 impl HotTier {
@@ -73,13 +80,24 @@ impl HotTier {
             .collect::<Result<_>>()?;
         Ok(Self {
             mask: stripes.len() as u64 - 1,
+            settled: stripes.iter().map(|_| Event::new()).collect(),
             stripes: stripes.into_boxed_slice(),
         })
     }
 
     pub(crate) fn stripe(&self, fp: Fingerprint) -> &Mutex<Stripe> {
+        &self.stripes[self.position(fp)]
+    }
+
+    /// The event of `fp`'s stripe: notify it after settling a mark or ending a claim there;
+    /// listen to it before looking, then wait, to learn of the next change.
+    pub(crate) fn settled(&self, fp: Fingerprint) -> &Event {
+        &self.settled[self.position(fp)]
+    }
+
+    fn position(&self, fp: Fingerprint) -> usize {
         // The mask keeps the index below `stripes.len()`, which fits in usize.
-        &self.stripes[(fp.stripe_hash() & self.mask) as usize]
+        (fp.stripe_hash() & self.mask) as usize
     }
 
     pub(crate) fn totals(&self) -> HotTotals {
@@ -90,6 +108,7 @@ impl HotTier {
             t.bytes += s.bytes() as u64;
             t.cold_lookups += s.counters.cold_lookups;
             t.evictions += s.counters.evictions;
+            t.leases += s.leases.len() as u64;
         }
         t
     }

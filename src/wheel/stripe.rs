@@ -14,6 +14,7 @@
 
 use super::fifo::{CHUNK, Fifo};
 use super::index::{Index, SEQ_BITS, SEQ_MASK};
+use super::lease::Leases;
 use crate::id::Fingerprint;
 use crate::window::Window;
 use std::collections::VecDeque;
@@ -148,6 +149,8 @@ pub(crate) struct Stripe {
     /// [`MAX_ENTRIES`], lower in tests.
     max_entries: u64,
     pub(crate) counters: StripeCounters,
+    /// Claims in progress on this stripe's fingerprints.
+    pub(crate) leases: Leases,
 }
 
 impl Stripe {
@@ -174,6 +177,7 @@ impl Stripe {
             budget,
             max_entries: MAX_ENTRIES,
             counters: StripeCounters::default(),
+            leases: Leases::default(),
         }
     }
 
