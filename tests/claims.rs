@@ -458,20 +458,24 @@ fn waiters_wake_when_an_id_settles() {
         "nothing in flight"
     );
 
-    // Released by its holder.
-    let claim = acquired(store.claim("a", LEASE).unwrap());
+    // Released by its holder, then claimed again 2 s later: a waiter that missed the release
+    // would find the second claim when its own wait runs out, and return false.
+    let claim = acquired(store.claim("a", Duration::from_secs(3600)).unwrap());
     assert!(
         !store.wait_settled("a", Duration::from_millis(20)).unwrap(),
         "times out"
     );
-    let holder = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(50));
-        claim.release();
-    });
-    assert!(store.wait_settled("a", Duration::from_secs(60)).unwrap());
-    holder.join().unwrap();
-    assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
-
+    let holder = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            claim.release();
+            std::thread::sleep(Duration::from_secs(2));
+            acquired(store.claim("a", Duration::from_secs(3600)).unwrap())
+        })
+    };
+    assert!(store.wait_settled("a", Duration::from_secs(10)).unwrap());
+    holder.join().unwrap().release();
     // A lease that runs out wakes a blocking waiter without anyone releasing it.
     let hung = acquired(store.claim("b", Duration::from_millis(100)).unwrap());
     assert!(store.wait_settled("b", Duration::from_secs(60)).unwrap());
