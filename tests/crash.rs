@@ -6,7 +6,11 @@
 //! - every acknowledged transaction is fully there, and no transaction is partly there: each
 //!   stream's records are exactly a prefix `0..offset`, with the stored offset;
 //! - marking any recovered ID again returns `Duplicate`;
-//! - the outbox holds exactly the committed events the relay had not acked, in commit order.
+//! - the outbox holds exactly the committed events the relay had not acked, in commit order;
+//! - a claimer thread claims IDs with an hour's lease and completes them (alone, or in a
+//!   transaction with a row), or releases them: every acknowledged completion is there with its
+//!   result (and its row), a released ID is free, and no claim survives the crash, however long
+//!   its lease: each unacknowledged one is free, or completed whole.
 //!
 //! 20 cycles in each durability mode by default; `DEDUPSTORE_CRASH_CYCLES` raises it for a soak
 //! and `DEDUPSTORE_CRASH_SEED` picks the first seed (each cycle uses the next one).
@@ -14,8 +18,8 @@
 #[path = "common/child.rs"]
 mod child;
 
-use dedupstore::{CommitOutcome, Durability, Outcome, Store, Ticket, Transaction};
-use std::collections::{HashMap, VecDeque};
+use dedupstore::{ClaimOutcome, CommitOutcome, Durability, Outcome, Store, Ticket, Transaction};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::sync::Mutex;
@@ -37,6 +41,23 @@ fn id(t: u32, n: u64) -> String {
 fn payload(t: u32, n: u64) -> String {
     format!("event {t} {n}")
 }
+
+fn claim_id(n: u64) -> String {
+    format!("claim-{n}")
+}
+
+fn claim_result(n: u64) -> String {
+    format!("result {n}")
+}
+
+/// The claimer's `n`th claim is completed alone (`n % 3 == 0`), completed in a transaction with
+/// a row (`1`), or released (`2`).
+fn claim_fate(n: u64) -> u64 {
+    n % 3
+}
+
+/// A lease far longer than any test: a claim that survived the crash would show.
+const HOUR: Duration = Duration::from_secs(3600);
 
 fn durability(name: &str) -> Durability {
     match name {
@@ -96,6 +117,33 @@ fn crash_child() {
             });
         }
         s.spawn(|| {
+            for n in 0u64.. {
+                let id = claim_id(n);
+                let ClaimOutcome::Acquired(claim) = store.claim(&id, HOUR).unwrap() else {
+                    panic!("{id} was not free");
+                };
+                report(format!("claimed {n}\n"));
+                let result = claim_result(n);
+                match claim_fate(n) {
+                    0 => claim.complete(Some(result.as_bytes())).unwrap(),
+                    1 => {
+                        let mut txn = store.transaction();
+                        txn.complete(claim, Some(result.as_bytes()))
+                            .unwrap()
+                            .put("claimed", &id, &result)
+                            .unwrap();
+                        assert!(matches!(txn.commit().unwrap(), CommitOutcome::Committed(_)));
+                    }
+                    _ => {
+                        claim.release();
+                        report(format!("released {n}\n"));
+                        continue;
+                    }
+                }
+                report(format!("completed {n}\n"));
+            }
+        });
+        s.spawn(|| {
             let outbox = store.outbox();
             loop {
                 if let Some(last) = outbox.peek(50).unwrap().last() {
@@ -113,6 +161,10 @@ fn crash_child() {
 struct Reported {
     acked: HashMap<u32, Vec<u64>>,
     relay: Option<u64>,
+    /// The claimer's last claim, and the claims it completed or released.
+    claimed: Option<u64>,
+    completed: HashSet<u64>,
+    released: HashSet<u64>,
 }
 
 /// Runs one child until a random moment, kills it, and returns what it reported.
@@ -137,6 +189,13 @@ fn run_and_kill(dir: &Path, mode: &str, rng: &mut fastrand::Rng) -> Reported {
                 .or_default()
                 .push(n.parse().unwrap()),
             ["relay", seq] => reported.relay = Some(seq.parse().unwrap()),
+            ["claimed", n] => reported.claimed = Some(n.parse().unwrap()),
+            ["completed", n] => {
+                reported.completed.insert(n.parse().unwrap());
+            }
+            ["released", n] => {
+                reported.released.insert(n.parse().unwrap());
+            }
             _ => continue, // the test harness's own output
         }
         seen += 1;
@@ -152,7 +211,8 @@ fn run_and_kill(dir: &Path, mode: &str, rng: &mut fastrand::Rng) -> Reported {
 }
 
 /// Reopens the store after a kill and checks everything the module docs promise.
-fn verify(dir: &Path, mode: &str, reported: &Reported) -> u64 {
+/// Returns the transactions and the completed claims recovered.
+fn verify(dir: &Path, mode: &str, reported: &Reported) -> (u64, u64) {
     let store = Store::builder(dir)
         .durability(durability(mode))
         .open()
@@ -238,6 +298,8 @@ fn verify(dir: &Path, mode: &str, reported: &Reported) -> u64 {
         *expected += 1;
     }
 
+    let claims = verify_claims(&store, reported);
+
     // Every recovered ID is a duplicate, and the store takes new transactions.
     for t in 0..WRITERS {
         for n in 0..committed[&t] {
@@ -251,14 +313,54 @@ fn verify(dir: &Path, mode: &str, reported: &Reported) -> u64 {
         transaction(&store, WRITERS, 0).commit().unwrap(),
         CommitOutcome::Committed(_)
     ));
-    total
+    (total, claims)
+}
+
+/// Each claim the child made: acknowledged completions are there whole (result, and row for
+/// those done in a transaction), and nothing is still claimed.
+fn verify_claims(store: &Store, reported: &Reported) -> u64 {
+    let Some(last) = reported.claimed else {
+        return 0;
+    };
+    let mut completed = 0;
+    for n in 0..=last + 1 {
+        let id = claim_id(n);
+        let row = store.get("claimed", &id).unwrap();
+        match store.claim(&id, HOUR).unwrap() {
+            ClaimOutcome::Completed { result, .. } => {
+                assert!(
+                    !reported.released.contains(&n),
+                    "{id} was released, yet is completed"
+                );
+                assert_eq!(result.as_deref(), Some(claim_result(n).as_bytes()), "{id}");
+                if claim_fate(n) == 1 {
+                    assert_eq!(
+                        row.as_deref(),
+                        Some(claim_result(n).as_bytes()),
+                        "{id}'s row"
+                    );
+                }
+                completed += 1;
+            }
+            ClaimOutcome::Acquired(claim) => {
+                assert!(
+                    !reported.completed.contains(&n),
+                    "{id}'s acknowledged completion is lost"
+                );
+                assert_eq!(row, None, "{id} has a row but no completion");
+                claim.release();
+            }
+            other => panic!("{id} is still claimed after the crash: {other:?}"),
+        }
+    }
+    completed
 }
 
 fn cycles(mode: &str) {
     let cycles: u64 = std::env::var("DEDUPSTORE_CRASH_CYCLES").map_or(20, |v| v.parse().unwrap());
     let first_seed: u64 = std::env::var("DEDUPSTORE_CRASH_SEED")
         .map_or_else(|_| fastrand::u64(..), |v| v.parse().unwrap());
-    let mut committed = 0;
+    let (mut committed, mut completed) = (0, 0);
     for cycle in 0..cycles {
         let seed = first_seed.wrapping_add(cycle);
         let dir = tempfile::tempdir().unwrap();
@@ -266,7 +368,10 @@ fn cycles(mode: &str) {
         let reported = run_and_kill(dir.path(), mode, &mut rng);
         let result = std::panic::catch_unwind(|| verify(dir.path(), mode, &reported));
         match result {
-            Ok(total) => committed += total,
+            Ok((total, claims)) => {
+                committed += total;
+                completed += claims;
+            }
             Err(panic) => {
                 eprintln!("crash harness: {mode}, cycle {cycle}, seed {seed} failed");
                 std::panic::resume_unwind(panic);
@@ -274,9 +379,10 @@ fn cycles(mode: &str) {
         }
     }
     println!(
-        "crash harness: {mode}: {cycles} cycles from seed {first_seed}, {committed} transactions recovered, 0 violations"
+        "crash harness: {mode}: {cycles} cycles from seed {first_seed}, {committed} transactions and {completed} completed claims recovered, 0 violations"
     );
     assert!(committed > 0);
+    assert!(completed > 0);
 }
 
 #[test]
