@@ -2,6 +2,7 @@
 //! disk. The first byte picks the decoder.
 
 use crate::error::Error;
+use crate::persist::MarkValue;
 use crate::persist::generations::Generation;
 use crate::persist::layout::{decode_u64, is_table_cf, table_cf};
 use crate::persist::meta::Meta;
@@ -14,7 +15,7 @@ pub fn codec(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 4 {
+    match which % 5 {
         // The meta record.
         0 => match Meta::decode(bytes, Path::new("fuzz")) {
             Ok(meta) => assert_eq!(meta.encode().as_slice(), bytes),
@@ -37,7 +38,13 @@ pub fn codec(data: &[u8]) {
                 assert_eq!(is_table_cf(&name), table_cf(table).is_ok());
             }
         }
-        // Mark times, offsets, outbox keys, the outbox sequence, the clock high-water mark: all
+        // A mark's value: its time, payload fingerprint and stored result.
+        4 => match MarkValue::decode(bytes, || "fuzz".into()) {
+            Ok(mark) => assert_eq!(mark.encode(), bytes),
+            Err(Error::Corruption { what, .. }) => assert_eq!(what, "fuzz"),
+            Err(other) => panic!("mark value: {other:?}"),
+        },
+        // Offsets, outbox keys, the outbox sequence, the clock high-water mark: all
         // are u64 big-endian.
         _ => match decode_u64(bytes, || "fuzz".into()) {
             Ok(v) => assert_eq!(v.to_be_bytes().as_slice(), bytes),

@@ -3,8 +3,10 @@
 //! The fuzzer's bytes become a window, a stripe count and a list of operations: check-and-mark
 //! (one ID, a batch, a flood that overflows the in-memory tier), contains, transactions (marks,
 //! rows, offsets, outbox events; committed alone or two submitted together), outbox peeks and
-//! acks, reads of rows and offsets, clock moves (time passing, wall-clock steps either way),
-//! close-and-reopen, and a fault armed at the Nth write, generation create or drop.
+//! acks, reads of rows and offsets, claims (acquired, completed with or without a result,
+//! extended, released, lost when their lease runs out and someone takes the ID over), clock
+//! moves (time passing, wall-clock steps either way), close-and-reopen, and a fault armed at the
+//! Nth write, generation create or drop.
 //!
 //! The model is the set of states the store may be in. A write that fails has an unknown fate
 //! (written, or not): each state forks into both, and every later answer keeps only the states
@@ -16,8 +18,8 @@ use super::next;
 use crate::persist::generations::span;
 use crate::persist::{Op as Fault, Strike};
 use crate::{
-    CommitOutcome, Durability, Error, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET, ManualClock,
-    Outcome, Store,
+    Claim, ClaimOutcome, CommitOutcome, Durability, Error, MIN_BUDGET_PER_STRIPE,
+    MIN_ROCKSDB_BUDGET, ManualClock, Outcome, Store,
 };
 use arbitrary::{Arbitrary, Unstructured};
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,6 +74,21 @@ enum Step {
         after: u8,
         strike: FaultStrike,
     },
+    /// Claims an ID for `lease % 4000 + 1` ms.
+    Claim {
+        id: u8,
+        lease: u16,
+    },
+    /// Completes the claim held on an ID, if any, with an optional one-byte result.
+    Complete {
+        id: u8,
+        result: Option<u8>,
+    },
+    Extend {
+        id: u8,
+        lease: u16,
+    },
+    Release(u8),
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -114,6 +131,8 @@ struct State {
     /// Outbox sequence number to event number (the payload is `e<number>`).
     outbox: BTreeMap<u64, u32>,
     next_seq: u64,
+    /// The result stored with an ID's latest mark, if it was a completion with one.
+    results: BTreeMap<u32, u8>,
 }
 
 impl State {
@@ -132,6 +151,8 @@ struct Answers {
     new: bool,
     /// The `first_seen` times a duplicate may report.
     duplicate: Vec<u64>,
+    /// A claim holds the ID: every mark of it is `InFlight`.
+    in_flight: bool,
 }
 
 impl Answers {
@@ -139,9 +160,27 @@ impl Answers {
         match outcome {
             Outcome::New => self.new,
             Outcome::Duplicate { first_seen } => self.duplicate.contains(&millis(first_seen)),
-            Outcome::InFlight | Outcome::Conflict { .. } => false,
+            Outcome::InFlight => self.in_flight,
+            Outcome::Conflict { .. } => false,
         }
     }
+
+    /// What `contains` may answer.
+    fn allow_found(&self, found: bool) -> bool {
+        if found {
+            self.in_flight || !self.duplicate.is_empty()
+        } else {
+            self.new
+        }
+    }
+}
+
+/// A claim the run holds, as the model sees it.
+#[derive(Clone, Copy, Debug)]
+struct Lease {
+    until: u64,
+    /// Still the store's lease on the ID: nobody took it over after it ran out.
+    valid: bool,
 }
 
 struct Model {
@@ -159,13 +198,27 @@ struct Model {
     floor: u64,
     /// Every answer so far, for the report of a finding.
     log: Vec<String>,
+    /// The claims held, by ID (leases live in memory, in every state alike).
+    leases: BTreeMap<u32, Lease>,
 }
 
 impl Model {
     fn answers(&self, state: &State, id: u32, now: u64) -> Answers {
+        if self
+            .leases
+            .get(&id)
+            .is_some_and(|l| l.valid && now < l.until)
+        {
+            return Answers {
+                new: false,
+                duplicate: Vec::new(),
+                in_flight: true,
+            };
+        }
         let mut answers = Answers {
             new: true,
             duplicate: Vec::new(),
+            in_flight: false,
         };
         if let Some(&at) = state.marks.get(&id) {
             let age = now.saturating_sub(at);
@@ -230,11 +283,13 @@ impl Model {
                 if !m.answers(s, id, now).allow(outcome) {
                     return false;
                 }
-                let at = match outcome {
-                    Outcome::Duplicate { first_seen } => millis(first_seen),
-                    _ => now,
-                };
-                s.marks.insert(id, at);
+                match outcome {
+                    Outcome::Duplicate { first_seen } => {
+                        s.marks.insert(id, millis(first_seen));
+                    }
+                    Outcome::New => mark(s, id, now, None),
+                    Outcome::InFlight | Outcome::Conflict { .. } => {}
+                }
             }
             true
         });
@@ -242,9 +297,18 @@ impl Model {
         // write does not (the in-memory tier may still answer it either way).
         for (id, outcome) in ids.iter().zip(outcomes) {
             if *outcome == Outcome::New {
-                self.unsure.remove(id);
-                self.floor = self.floor.max(now);
+                self.settled_new(*id, now);
             }
+        }
+    }
+
+    /// An ID newly marked at `now`, with its write returned: it is no longer unsure, and a claim
+    /// on it (whose lease ran out, or the mark would have been `InFlight`) was taken over.
+    fn settled_new(&mut self, id: u32, now: u64) {
+        self.unsure.remove(&id);
+        self.floor = self.floor.max(now);
+        if let Some(lease) = self.leases.get_mut(&id) {
+            lease.valid = false;
         }
     }
 
@@ -257,9 +321,9 @@ impl Model {
             for &id in ids {
                 let answers = m.answers(s, id, now);
                 if answers.new {
-                    all.marks.insert(id, now);
+                    mark(&mut all, id, now, None);
                     if answers.duplicate.is_empty() {
-                        sure.marks.insert(id, now);
+                        mark(&mut sure, id, now, None);
                     }
                 }
             }
@@ -299,11 +363,8 @@ impl Model {
                     apply_txn(s, txn, &distinct, first_event, now);
                     true
                 });
-                for id in &distinct {
-                    self.unsure.remove(id);
-                }
-                if !distinct.is_empty() {
-                    self.floor = self.floor.max(now);
+                for &id in &distinct {
+                    self.settled_new(id, now);
                 }
             }
             Ok(CommitOutcome::Rejected(conflicts)) => {
@@ -379,7 +440,7 @@ impl Model {
 /// numbered from `first_event`.
 fn apply_txn(state: &mut State, txn: &Txn, ids: &BTreeSet<u32>, first_event: u32, now: u64) {
     for &id in ids {
-        state.marks.insert(id, now);
+        mark(state, id, now, None);
     }
     for &(key, value) in &txn.rows {
         match value {
@@ -400,6 +461,16 @@ fn apply_txn(state: &mut State, txn: &Txn, ids: &BTreeSet<u32>, first_event: u32
         state.outbox.insert(state.next_seq, first_event + i);
         state.next_seq += 1;
     }
+}
+
+/// Marks `id` at `now` in `state`, with the result a completion stored (`None`: a plain mark, or
+/// a completion without one).
+fn mark(state: &mut State, id: u32, now: u64, result: Option<u8>) {
+    state.marks.insert(id, now);
+    match result {
+        Some(r) => state.results.insert(id, r),
+        None => state.results.remove(&id),
+    };
 }
 
 /// The store under test, its clock and how to reopen it.
@@ -481,7 +552,10 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
         log: vec![format!(
             "window {window_ms} ms, {slots} slots, {stripes} stripes"
         )],
+        leases: BTreeMap::new(),
     };
+    // The claims held, by ID; they hold the store open, so a reopen drops them first.
+    let mut claims: BTreeMap<u32, Claim> = BTreeMap::new();
     // Whether the fault struck, known once the store it was armed in closes.
     let mut fault_struck = None;
     if let Some((op, after, strike)) = fault {
@@ -491,6 +565,8 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
 
     for step in steps {
         if let Step::Reopen = step {
+            claims.clear();
+            m.leases.clear();
             fault_struck.get_or_insert(reopen(&mut h, &mut m));
             continue;
         }
@@ -524,12 +600,7 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
                 let id = small_id(n);
                 let found = store.contains(name(id)).expect("contains never fails here");
                 m.observe(&format!("contains {id} at {now} -> {found}"), |m, s| {
-                    let a = m.answers(s, id, now);
-                    if found {
-                        !a.duplicate.is_empty()
-                    } else {
-                        a.new
-                    }
+                    m.answers(s, id, now).allow_found(found)
                 });
             }
             Step::Commit(txn) => {
@@ -597,6 +668,43 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
                 continue;
             }
             Step::Reopen => unreachable!("handled above"),
+            Step::Claim { id, lease } => {
+                let id = small_id(id);
+                let lease = u64::from(lease % 4_000) + 1;
+                claim(store, &mut m, &mut claims, id, lease, now);
+            }
+            Step::Complete { id, result } => {
+                let id = small_id(id);
+                if let Some(claim) = claims.remove(&id) {
+                    complete(&mut m, claim, id, result, now, struck);
+                }
+            }
+            Step::Extend { id, lease } => {
+                let id = small_id(id);
+                let lease = u64::from(lease % 4_000) + 1;
+                if let Some(claim) = claims.get_mut(&id) {
+                    let extended = claim.extend(Duration::from_millis(lease));
+                    let held = m.leases.get_mut(&id).expect("a lease for every claim");
+                    m.log
+                        .push(format!("extend {id} by {lease} at {now} -> {extended:?}"));
+                    match extended {
+                        Ok(until) if held.valid => {
+                            assert_eq!(millis(until), now + lease, "{}", m.log.join("\n"));
+                            held.until = now + lease;
+                        }
+                        Err(Error::ClaimLost { .. }) if !held.valid => {}
+                        other => panic!("extend: {other:?}\nsteps:\n{}", m.log.join("\n")),
+                    }
+                }
+            }
+            Step::Release(id) => {
+                let id = small_id(id);
+                if let Some(claim) = claims.remove(&id) {
+                    claim.release();
+                    m.leases.remove(&id);
+                    m.log.push(format!("release {id}"));
+                }
+            }
             Step::Arm { op, after, strike } => {
                 let op = match op {
                     FaultOp::Write => Fault::Write,
@@ -628,8 +736,127 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
         );
     }
     // Everything acknowledged survives a last reopen.
+    claims.clear();
+    m.leases.clear();
     fault_struck.get_or_insert(reopen(&mut h, &mut m));
     fault.is_some() && fault_struck == Some(true)
+}
+
+/// Claims `id` for `lease` ms and checks the outcome. A claim acquired over the lost one of an
+/// earlier step proves that one lost: its completion must fail.
+fn claim(
+    store: &Store,
+    m: &mut Model,
+    claims: &mut BTreeMap<u32, Claim>,
+    id: u32,
+    lease: u64,
+    now: u64,
+) {
+    let outcome = store
+        .claim(name(id), Duration::from_millis(lease))
+        .unwrap_or_else(|e| panic!("claim {id}: {e}\nsteps:\n{}", m.log.join("\n")));
+    let what = format!("claim {id} for {lease} at {now}");
+    match outcome {
+        ClaimOutcome::Acquired(claim) => {
+            m.observe(&format!("{what} -> acquired"), |m, s| {
+                m.answers(s, id, now).new
+            });
+            if let Some(old) = claims.insert(id, claim) {
+                let lost = old.complete(None);
+                assert!(
+                    matches!(lost, Err(Error::ClaimLost { completed: false })),
+                    "the claim taken over completed: {lost:?}\nsteps:\n{}",
+                    m.log.join("\n")
+                );
+            }
+            m.leases.insert(
+                id,
+                Lease {
+                    until: now + lease,
+                    valid: true,
+                },
+            );
+        }
+        ClaimOutcome::InProgress { until } => {
+            let held = m.leases.get(&id).copied();
+            m.log
+                .push(format!("{what} -> in progress until {}", millis(until)));
+            assert!(
+                held.is_some_and(|l| l.valid && now < l.until && l.until == millis(until)),
+                "{what}: in progress until {}, held {held:?}\nsteps:\n{}",
+                millis(until),
+                m.log.join("\n")
+            );
+        }
+        ClaimOutcome::Completed { result, at } => {
+            let result = result.map(|r| r.to_vec());
+            m.observe(
+                &format!("{what} -> completed at {at:?} {result:?}"),
+                |m, s| {
+                    m.answers(s, id, now).duplicate.contains(&millis(at))
+                        && s.results.get(&id).map(|&r| vec![r]) == result
+                },
+            );
+        }
+        ClaimOutcome::Conflict { .. } => panic!("{what}: a conflict, with no payload given"),
+    }
+}
+
+/// Completes `claim` on `id` with `result`, checking the outcome: a claim still held marks the
+/// ID; a lost one answers as a mark would (marked if the ID is free, `ClaimLost` otherwise).
+fn complete(
+    m: &mut Model,
+    claim: Claim,
+    id: u32,
+    result: Option<u8>,
+    now: u64,
+    struck: impl Fn() -> bool,
+) {
+    let held = m.leases.remove(&id).expect("a lease for every claim");
+    let bytes = result.map(|r| [r]);
+    let completed = claim.complete(bytes.as_ref().map(|r| &r[..]));
+    let what = format!("complete {id} with {result:?} at {now} (held {held:?})");
+    match completed {
+        Ok(()) => {
+            m.observe(&format!("{what} -> ok"), |m, s| {
+                let free = held.valid || m.answers(s, id, now).new;
+                if free {
+                    mark(s, id, now, result);
+                }
+                free
+            });
+            m.settled_new(id, now);
+        }
+        Err(Error::ClaimLost { completed }) => {
+            m.observe(
+                &format!("{what} -> lost (completed: {completed})"),
+                |m, s| {
+                    let a = m.answers(s, id, now);
+                    !held.valid
+                        && (if completed {
+                            !a.duplicate.is_empty()
+                        } else {
+                            a.in_flight
+                        })
+                },
+            );
+        }
+        Err(e) => {
+            if m.expect_failure(&what, &e, struck()) {
+                m.fork(&what, |m, s| {
+                    let mut written = s.clone();
+                    let free = held.valid || m.answers(s, id, now).new;
+                    free.then(|| {
+                        mark(&mut written, id, now, result);
+                        written
+                    })
+                    .into_iter()
+                    .collect()
+                });
+                m.unsure.entry(id).or_default().push(now);
+            }
+        }
+    }
 }
 
 fn batch(store: &Store, m: &mut Model, ids: &[u32], now: u64, struck: impl Fn() -> bool) {
@@ -678,14 +905,9 @@ fn reopen(h: &mut Harness, m: &mut Model) -> bool {
     let names: Vec<String> = ids.iter().map(|&id| name(id)).collect();
     let found = store.contains_batch(&names).expect("contains after reopen");
     m.observe(&format!("contains after reopen at {now}"), |m, s| {
-        ids.iter().zip(&found).all(|(&id, &found)| {
-            let a = m.answers(s, id, now);
-            if found {
-                !a.duplicate.is_empty()
-            } else {
-                a.new
-            }
-        })
+        ids.iter()
+            .zip(&found)
+            .all(|(&id, &found)| m.answers(s, id, now).allow_found(found))
     });
     for key in 0..16 {
         get(store, m, key);
@@ -838,6 +1060,32 @@ mod tests {
             Step::Mark(12),
             Step::Commit(txn(vec![13, 1], vec![(5, Some(50))], Some((1, 102)), 1)),
             Step::Peek,
+            // Claims: completed with a result and read back, lost to a mark, released,
+            // extended.
+            Step::Claim { id: 14, lease: 999 },
+            Step::Complete {
+                id: 14,
+                result: Some(7),
+            },
+            Step::Claim { id: 14, lease: 99 },
+            Step::Claim { id: 15, lease: 9 },
+            Step::Advance {
+                by: 1,
+                unit: Unit::Slots,
+            },
+            Step::Mark(15),
+            Step::Complete {
+                id: 15,
+                result: None,
+            },
+            Step::Claim { id: 16, lease: 499 },
+            Step::Release(16),
+            Step::Claim { id: 16, lease: 499 },
+            Step::Extend { id: 16, lease: 599 },
+            Step::Complete {
+                id: 16,
+                result: Some(1),
+            },
         ]
     }
 
