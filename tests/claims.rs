@@ -499,3 +499,151 @@ fn waiters_wake_when_an_id_settles() {
     );
     assert!(matches!(store.settled(""), Err(Error::InvalidId { .. })));
 }
+
+/// Claims, completions, releases, marks and time passing in any order, on three IDs under a
+/// manual clock, against a model of leases: who holds each ID until when, and what completed it.
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Claim { id: u8, lease: u64 },
+        Advance(u64),
+        Complete { holder: usize, result: Option<u8> },
+        Release(usize),
+        Mark(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0..3u8, 1..100u64).prop_map(|(id, lease)| Op::Claim { id, lease }),
+            (0..150u64).prop_map(Op::Advance),
+            (0..4usize, proptest::option::of(any::<u8>()))
+                .prop_map(|(holder, result)| Op::Complete { holder, result }),
+            (0..4usize).prop_map(Op::Release),
+            (0..3u8).prop_map(Op::Mark),
+        ]
+    }
+
+    /// One ID in the model.
+    #[derive(Default)]
+    struct Id {
+        /// The live-or-dead lease the store holds: its end and the holder's number.
+        lease: Option<(u64, usize)>,
+        /// When it was marked, and the result stored.
+        done: Option<(u64, Option<u8>)>,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn claims_follow_their_leases(ops in proptest::collection::vec(op(), 1..60)) {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(start());
+            let store = open(dir.path(), &clock);
+            let mut ids: Vec<Id> = (0..3).map(|_| Id::default()).collect();
+            // Claims held: (ID, its holder number, the claim).
+            let mut held: Vec<(u8, usize, Claim)> = Vec::new();
+            let (mut now, mut next_holder) = (0u64, 0usize);
+            let time = |ms: u64| start() + Duration::from_millis(ms);
+            for op in ops {
+                match op {
+                    Op::Advance(ms) => {
+                        clock.advance(Duration::from_millis(ms));
+                        now += ms;
+                    }
+                    Op::Claim { id, lease } => {
+                        let model = &mut ids[usize::from(id)];
+                        let outcome = store
+                            .claim([id], Duration::from_millis(lease))
+                            .unwrap();
+                        match (outcome, model.done, model.lease) {
+                            (ClaimOutcome::Completed { result, at }, Some((t, r)), _) => {
+                                prop_assert_eq!(at, time(t));
+                                prop_assert_eq!(result.map(|r| r[0]), r);
+                            }
+                            (ClaimOutcome::InProgress { until }, None, Some((end, _)))
+                                if now < end =>
+                            {
+                                prop_assert_eq!(until, time(end));
+                            }
+                            (ClaimOutcome::Acquired(claim), None, current)
+                                if current.is_none_or(|(end, _)| now >= end) =>
+                            {
+                                model.lease = Some((now + lease_ms(lease, now, &claim), next_holder));
+                                held.push((id, next_holder, claim));
+                                next_holder += 1;
+                            }
+                            (outcome, done, lease) => prop_assert!(
+                                false,
+                                "claim {id} at {now}: {outcome:?}, model {done:?} {lease:?}"
+                            ),
+                        }
+                    }
+                    Op::Mark(id) => {
+                        let model = &mut ids[usize::from(id)];
+                        let outcome = store.check_and_mark([id]).unwrap();
+                        let live = model.lease.is_some_and(|(end, _)| now < end);
+                        match (outcome, model.done) {
+                            (Outcome::Duplicate { first_seen }, Some((t, _))) => {
+                                prop_assert_eq!(first_seen, time(t));
+                            }
+                            (Outcome::InFlight, None) if live => {}
+                            (Outcome::New, None) if !live => {
+                                model.done = Some((now, None));
+                                model.lease = None; // taken over
+                            }
+                            (outcome, done) => prop_assert!(
+                                false,
+                                "mark {id} at {now}: {outcome:?}, model {done:?} live {live}"
+                            ),
+                        }
+                    }
+                    Op::Complete { holder, result } => {
+                        if holder >= held.len() {
+                            continue;
+                        }
+                        let (id, number, claim) = held.remove(holder);
+                        let model = &mut ids[usize::from(id)];
+                        let ours = model.lease.is_some_and(|(_, n)| n == number);
+                        let live_other = !ours && model.lease.is_some_and(|(end, _)| now < end);
+                        let completed = claim.complete(result.as_ref().map(std::slice::from_ref));
+                        match completed {
+                            Ok(()) if ours || (model.done.is_none() && !live_other) => {
+                                model.done = Some((now, result));
+                                model.lease = None;
+                            }
+                            Err(Error::ClaimLost { completed }) if !ours => {
+                                prop_assert_eq!(completed, model.done.is_some());
+                                prop_assert_eq!(!completed, live_other);
+                            }
+                            other => prop_assert!(
+                                false,
+                                "complete {id} at {now}: {other:?}, ours {ours}"
+                            ),
+                        }
+                    }
+                    Op::Release(holder) => {
+                        if holder >= held.len() {
+                            continue;
+                        }
+                        let (id, number, claim) = held.remove(holder);
+                        claim.release();
+                        let model = &mut ids[usize::from(id)];
+                        if model.lease.is_some_and(|(_, n)| n == number) {
+                            model.lease = None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The lease a claim acquired at `now` got, checked against what was asked.
+    fn lease_ms(lease: u64, now: u64, claim: &Claim) -> u64 {
+        let until = claim.until().duration_since(start()).unwrap().as_millis();
+        assert_eq!(u64::try_from(until).unwrap(), now + lease);
+        lease
+    }
+}
