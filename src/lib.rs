@@ -35,6 +35,9 @@
 //!   gets [`Outcome::New`], across threads and across restarts;
 //! - record-and-mark: a [`Transaction`] commits marks together with the consumer's table rows,
 //!   offsets and [`Outbox`] events in one atomic write, with group commit for many in flight;
+//! - claims for effects outside the store ([`Store::claim`]): one holder at a time under a
+//!   lease, a completion that stores a result for duplicates to get back, and payloads that
+//!   conflict instead of passing as duplicates (`docs/idempotency.md`);
 //! - crash-safe: every acknowledged write survives a process crash ([`Durability::Buffered`]) or
 //!   power loss ([`Durability::Synced`]);
 //! - memory-speed for IDs in the in-memory tier, bounded on disk by the window.

@@ -407,6 +407,10 @@ fn bad_arguments_are_refused_and_write_nothing() {
 
 #[test]
 fn claims_move_across_threads_and_exactly_one_racer_completes() {
+    fn movable<T: Send + 'static>() {}
+    movable::<Claim>();
+    movable::<ClaimOutcome>();
+    movable::<dedupstore::Settled>();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let claim = acquired(store.claim("moved", LEASE).unwrap());
