@@ -2,7 +2,7 @@
 //! to another database): claim the ID, do the effect, complete the claim.
 
 use crate::clock::from_unix_millis;
-use crate::engine::{Acquired, Unsettled};
+use crate::engine::{Acquired, Space, Unsettled};
 use crate::error::{Error, Result};
 use crate::id::{Fingerprint, payload_fingerprint};
 use crate::outcome::Outcome;
@@ -10,6 +10,7 @@ use crate::persist::{MAX_RESULT_LEN, MarkValue};
 use crate::settings::MAX_WINDOW;
 use crate::store::Store;
 use bytes::Bytes;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// What [`Store::claim`] found.
@@ -57,6 +58,7 @@ pub enum ClaimOutcome {
 /// Owns a handle of its store, so it can move into another thread or task.
 pub struct Claim {
     store: Store,
+    pub(crate) space: Arc<Space>,
     id: Bytes,
     pub(crate) fp: Fingerprint,
     pub(crate) token: u64,
@@ -95,7 +97,7 @@ impl Store {
     /// [`Error::InvalidId`], or [`Error::InvalidArgument`] for a lease under 1 ms or over
     /// [`MAX_WINDOW`](crate::MAX_WINDOW) (nothing is claimed); an error reading the disk.
     pub fn claim(&self, id: impl AsRef<[u8]>, lease: Duration) -> Result<ClaimOutcome> {
-        self.claim_with(id.as_ref(), None, lease)
+        self.claim_in(self.own_space(), id.as_ref(), None, lease)
     }
 
     /// [`claim`](Self::claim), keeping the fingerprint of the message's payload with the claim
@@ -111,21 +113,24 @@ impl Store {
         lease: Duration,
     ) -> Result<ClaimOutcome> {
         let payload = payload_fingerprint(payload.as_ref());
-        self.claim_with(id.as_ref(), Some(payload), lease)
+        self.claim_in(self.own_space(), id.as_ref(), Some(payload), lease)
     }
 
-    fn claim_with(
+    /// [`claim`](Self::claim) (with a payload's fingerprint) in `space`.
+    pub(crate) fn claim_in(
         &self,
+        space: &Arc<Space>,
         id: &[u8],
         payload: Option<u128>,
         lease: Duration,
     ) -> Result<ClaimOutcome> {
         let engine = self.engine();
-        let fp = engine.fingerprint(id, None)?;
+        let fp = space.fingerprint(id, None)?;
         let lease_ms = lease_millis(lease)?;
-        Ok(match engine.acquire(fp, lease_ms, payload)? {
+        Ok(match engine.acquire(space, fp, lease_ms, payload)? {
             Acquired::Held { token, until } => ClaimOutcome::Acquired(Claim {
                 store: self.clone(),
+                space: Arc::clone(space),
                 id: Bytes::copy_from_slice(id),
                 fp,
                 token,
@@ -169,7 +174,11 @@ impl Claim {
     /// lease out of range (the claim is unchanged).
     pub fn extend(&mut self, lease: Duration) -> Result<SystemTime> {
         let lease_ms = lease_millis(lease)?;
-        match self.store.engine().extend(self.fp, self.token, lease_ms) {
+        match self
+            .store
+            .engine()
+            .extend(&self.space, self.fp, self.token, lease_ms)
+        {
             Some(until) => {
                 self.until = until;
                 Ok(from_unix_millis(until))
@@ -193,7 +202,7 @@ impl Claim {
         let result = checked_result(result)?;
         let engine = self.store.engine();
         let mut claims = Unsettled::new(engine, 1);
-        let outcome = claims.complete(self.fp, self.token, self.payload)?;
+        let outcome = claims.complete(&self.space, self.fp, self.token, self.payload)?;
         self.ended = true;
         if outcome != Outcome::New {
             return Err(self.lost());
@@ -220,7 +229,7 @@ impl Claim {
     fn lost(&self) -> Error {
         Error::ClaimLost {
             completed: matches!(
-                self.store.engine().check(self.fp),
+                self.store.engine().check(&self.space, self.fp),
                 Ok(Outcome::Duplicate { .. })
             ),
         }
@@ -230,7 +239,7 @@ impl Claim {
 impl Drop for Claim {
     fn drop(&mut self) {
         if !self.ended {
-            self.store.engine().release(self.fp, self.token);
+            self.space.release(self.fp, self.token);
         }
     }
 }

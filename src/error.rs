@@ -21,10 +21,10 @@ pub enum Error {
         len: usize,
     },
 
-    /// A table or stream name is empty, too long, or has characters it may not have.
+    /// A table, stream or namespace name is empty, too long, or has characters it may not have.
     #[error("invalid {what} name {name:?}: {detail}")]
     InvalidName {
-        /// `"table"` or `"stream"`.
+        /// `"table"`, `"stream"` or `"namespace"`.
         what: &'static str,
         /// The offending name.
         name: String,
@@ -49,6 +49,15 @@ pub enum Error {
     ClaimLost {
         /// Whether the ID is marked (by the caller that took it over), rather than held.
         completed: bool,
+    },
+
+    /// The namespace was dropped (by [`Store::drop_namespace`](crate::Store::drop_namespace))
+    /// after this handle was opened. Nothing was done; open the namespace again to use a new,
+    /// empty one of that name.
+    #[error("namespace {name:?} was dropped")]
+    NamespaceDropped {
+        /// The namespace's name.
+        name: String,
     },
 
     /// A builder setting is out of range, or contradicts the settings the store was created with.

@@ -69,6 +69,7 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod id;
+mod namespace;
 mod outbox;
 mod outcome;
 mod persist;
@@ -87,6 +88,7 @@ pub use commit::Ticket;
 pub use config::StoreBuilder;
 pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, fingerprint};
+pub use namespace::{Namespace, NamespaceBuilder};
 pub use outbox::Outbox;
 pub use outcome::{CommitOutcome, Conflict, Outcome, Receipt};
 pub use persist::{MAX_RESULT_LEN, MAX_STREAM_NAME, MAX_TABLE_NAME, OutboxEntry};

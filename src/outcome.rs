@@ -54,6 +54,9 @@ pub struct Receipt {
 pub struct Conflict {
     /// The ID, as given to [`Transaction::mark`](crate::Transaction::mark).
     pub id: Bytes,
+    /// The namespace it was marked in ([`Transaction::mark_in`](crate::Transaction::mark_in));
+    /// `None` for the store's own ID space.
+    pub namespace: Option<String>,
     /// [`Outcome::Duplicate`], [`Outcome::InFlight`] or [`Outcome::Conflict`].
     pub outcome: Outcome,
 }

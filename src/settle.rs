@@ -1,13 +1,14 @@
 //! Waiting for an ID in flight to settle, blocking ([`Store::wait_settled`]) or in any async
 //! runtime ([`Store::settled`]), instead of spinning on [`Outcome::InFlight`](crate::Outcome).
 
-use crate::engine::Flight;
+use crate::engine::{Flight, Space};
 use crate::error::Result;
 use crate::id::Fingerprint;
 use crate::store::Store;
 use event_listener::{EventListener, Listener};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -41,13 +42,23 @@ impl Store {
     /// # Errors
     /// [`Error::InvalidId`](crate::Error::InvalidId).
     pub fn wait_settled(&self, id: impl AsRef<[u8]>, timeout: Duration) -> Result<bool> {
+        self.wait_settled_in(self.own_space(), id.as_ref(), timeout)
+    }
+
+    /// [`wait_settled`](Self::wait_settled) in `space`.
+    pub(crate) fn wait_settled_in(
+        &self,
+        space: &Space,
+        id: &[u8],
+        timeout: Duration,
+    ) -> Result<bool> {
         let engine = self.engine();
-        let fp = engine.fingerprint(id.as_ref(), None)?;
+        let fp = space.fingerprint(id, None)?;
         let deadline = Instant::now().checked_add(timeout);
         loop {
             // Listen first, then look, so that a change between the two is not missed.
-            let listener = engine.hot.settled(fp).listen();
-            let lease_end = match engine.flight(fp) {
+            let listener = space.hot.settled(fp).listen();
+            let lease_end = match engine.flight(space, fp) {
                 Flight::Settled => return Ok(true),
                 Flight::Writing => None,
                 // A lease that runs out notifies nobody: wake at its end (and a millisecond,
@@ -85,9 +96,15 @@ impl Store {
     /// # Errors
     /// [`Error::InvalidId`](crate::Error::InvalidId).
     pub fn settled(&self, id: impl AsRef<[u8]>) -> Result<Settled> {
+        self.settled_in(self.own_space(), id.as_ref())
+    }
+
+    /// [`settled`](Self::settled) in `space`.
+    pub(crate) fn settled_in(&self, space: &Arc<Space>, id: &[u8]) -> Result<Settled> {
         Ok(Settled {
-            fp: self.engine().fingerprint(id.as_ref(), None)?,
+            fp: space.fingerprint(id, None)?,
             store: self.clone(),
+            space: Arc::clone(space),
             listener: None,
         })
     }
@@ -97,6 +114,7 @@ impl Store {
 #[must_use = "futures do nothing unless awaited"]
 pub struct Settled {
     store: Store,
+    space: Arc<Space>,
     fp: Fingerprint,
     listener: Option<EventListener>,
 }
@@ -113,9 +131,8 @@ impl Future for Settled {
                 }
                 this.listener = None;
             }
-            let engine = this.store.engine();
-            let listener = engine.hot.settled(this.fp).listen();
-            match engine.flight(this.fp) {
+            let listener = this.space.hot.settled(this.fp).listen();
+            match this.store.engine().flight(&this.space, this.fp) {
                 Flight::Settled => return Poll::Ready(()),
                 Flight::Writing | Flight::Held { .. } => this.listener = Some(listener),
             }

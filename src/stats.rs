@@ -8,7 +8,8 @@ pub struct Stats {
     pub hot_ids: u64,
     /// Heap bytes held by the in-memory tier.
     pub hot_bytes: u64,
-    /// The store's memory budget ([`StoreBuilder::memory_budget`](crate::StoreBuilder::memory_budget)),
+    /// The store's memory budget ([`StoreBuilder::memory_budget`](crate::StoreBuilder::memory_budget))
+    /// plus its namespaces' ([`NamespaceBuilder::memory_budget`](crate::NamespaceBuilder::memory_budget)),
     /// which bounds `hot_bytes + block_cache_bytes`.
     pub memory_budget: u64,
     /// Bytes in RocksDB's block cache: data blocks, filters and indexes, and the memtables,
@@ -26,6 +27,10 @@ pub struct Stats {
     /// Checks the in-memory tier could not answer alone (after a restart, or over budget), so
     /// that went to disk.
     pub cold_lookups: u64,
+    /// Namespaces ([`Store::namespace`](crate::Store::namespace)). Every other figure counts them
+    /// in: `memory_budget` includes their in-memory budgets, `hot_*` their in-memory tiers,
+    /// `generations` theirs.
+    pub namespaces: usize,
     /// Generations (column families of marks) on disk, dead ones not yet dropped included.
     pub generations: usize,
     /// Drops of dead generations that failed since open. None fails a write; each is retried

@@ -1,13 +1,14 @@
 //! [`Store`]: open, check-and-mark, contains, transactions and reads.
 
 use crate::commit::Committer;
-use crate::engine::{Engine, Unsettled};
+use crate::engine::{Engine, Space, Unsettled};
 use crate::error::Result;
 use crate::id::{Fingerprint, payload_fingerprint};
 use crate::outcome::Outcome;
 use crate::persist::{MarkValue, offset_key, table_cf};
 use crate::settings::Settings;
 use crate::stats::Stats;
+use crate::wheel::HotTotals;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -75,7 +76,7 @@ impl Store {
     /// unmarked in this process, the message must not be acked, and the store is poisoned
     /// ([`Error::Poisoned`](crate::Error::Poisoned)) until reopened.
     pub fn check_and_mark(&self, id: impl AsRef<[u8]>) -> Result<Outcome> {
-        self.check_and_mark_with(id.as_ref(), None)
+        self.check_and_mark_in(self.own_space(), id.as_ref(), None)
     }
 
     /// [`check_and_mark`](Self::check_and_mark), keeping the fingerprint of the message's
@@ -107,14 +108,25 @@ impl Store {
         payload: impl AsRef<[u8]>,
     ) -> Result<Outcome> {
         let payload = payload_fingerprint(payload.as_ref());
-        self.check_and_mark_with(id.as_ref(), Some(payload))
+        self.check_and_mark_in(self.own_space(), id.as_ref(), Some(payload))
     }
 
-    fn check_and_mark_with(&self, id: &[u8], payload: Option<u128>) -> Result<Outcome> {
+    /// The store's own ID space (the one outside every namespace).
+    pub(crate) fn own_space(&self) -> &Arc<Space> {
+        &self.engine().store_space
+    }
+
+    /// [`check_and_mark`](Self::check_and_mark) (with a payload's fingerprint) in `space`.
+    pub(crate) fn check_and_mark_in(
+        &self,
+        space: &Arc<Space>,
+        id: &[u8],
+        payload: Option<u128>,
+    ) -> Result<Outcome> {
         let engine = self.engine();
-        let fp = engine.fingerprint(id, None)?;
+        let fp = space.fingerprint(id, None)?;
         let mut claims = Unsettled::new(engine, 1);
-        let outcome = claims.claim(fp, payload)?;
+        let outcome = claims.claim(space, fp, payload)?;
         engine.write_claims(claims, |c| MarkValue {
             payload,
             ..MarkValue::at(c.at)
@@ -132,12 +144,21 @@ impl Store {
     /// anything is marked; an I/O or storage error if the batch could not be written (none of
     /// its IDs is marked).
     pub fn check_and_mark_batch<I: AsRef<[u8]>>(&self, ids: &[I]) -> Result<Vec<Outcome>> {
+        self.check_and_mark_batch_in(self.own_space(), ids)
+    }
+
+    /// [`check_and_mark_batch`](Self::check_and_mark_batch) in `space`.
+    pub(crate) fn check_and_mark_batch_in<I: AsRef<[u8]>>(
+        &self,
+        space: &Arc<Space>,
+        ids: &[I],
+    ) -> Result<Vec<Outcome>> {
         let engine = self.engine();
-        let fps = self.fingerprints(ids)?;
+        let fps = fingerprints(space, ids)?;
         let mut claims = Unsettled::new(engine, fps.len());
         let mut outcomes = Vec::with_capacity(fps.len());
         for fp in fps {
-            outcomes.push(claims.claim(fp, None)?);
+            outcomes.push(claims.claim(space, fp, None)?);
         }
         engine.write_claims(claims, |c| MarkValue::at(c.at))?;
         Ok(outcomes)
@@ -148,8 +169,12 @@ impl Store {
     /// # Errors
     /// [`Error::InvalidId`](crate::Error::InvalidId), or an error reading the disk.
     pub fn contains(&self, id: impl AsRef<[u8]>) -> Result<bool> {
-        let engine = self.engine();
-        Ok(engine.check(engine.fingerprint(id.as_ref(), None)?)? != Outcome::New)
+        self.contains_in(self.own_space(), id.as_ref())
+    }
+
+    /// [`contains`](Self::contains) in `space`.
+    pub(crate) fn contains_in(&self, space: &Arc<Space>, id: &[u8]) -> Result<bool> {
+        Ok(self.engine().check(space, space.fingerprint(id, None)?)? != Outcome::New)
     }
 
     /// [`contains`](Self::contains) for a batch; answers come in the order of `ids`.
@@ -157,9 +182,18 @@ impl Store {
     /// # Errors
     /// As [`contains`](Self::contains); a bad ID is reported by position.
     pub fn contains_batch<I: AsRef<[u8]>>(&self, ids: &[I]) -> Result<Vec<bool>> {
-        self.fingerprints(ids)?
+        self.contains_batch_in(self.own_space(), ids)
+    }
+
+    /// [`contains_batch`](Self::contains_batch) in `space`.
+    pub(crate) fn contains_batch_in<I: AsRef<[u8]>>(
+        &self,
+        space: &Arc<Space>,
+        ids: &[I],
+    ) -> Result<Vec<bool>> {
+        fingerprints(space, ids)?
             .into_iter()
-            .map(|fp| Ok(self.engine().check(fp)? != Outcome::New))
+            .map(|fp| Ok(self.engine().check(space, fp)? != Outcome::New))
             .collect()
     }
 
@@ -184,19 +218,26 @@ impl Store {
     /// Counters and sizes, for monitoring.
     #[must_use]
     pub fn stats(&self) -> Stats {
-        let hot = self.engine().hot.totals();
+        let engine = self.engine();
+        let namespaces = engine.namespaces.all();
+        let spaces = || std::iter::once(&engine.store_space).chain(&namespaces);
+        let hot = spaces()
+            .map(|s| s.hot.totals())
+            .fold(HotTotals::default(), HotTotals::add);
         let commits = self.committer().counters();
-        let (block_cache_bytes, memtable_bytes) = self.engine().cold.memory_usage();
+        let (block_cache_bytes, memtable_bytes) = engine.cold.memory_usage();
         Stats {
             hot_ids: hot.ids,
             hot_bytes: hot.bytes,
-            memory_budget: self.engine().memory_budget,
+            memory_budget: engine.memory_budget
+                + namespaces.iter().map(|s| s.memory_budget).sum::<u64>(),
             block_cache_bytes,
             memtable_bytes,
             hot_evictions: hot.evictions,
             claims_held: hot.leases,
             cold_lookups: hot.cold_lookups,
-            generations: self.engine().cold.generation_count(),
+            namespaces: namespaces.len(),
+            generations: spaces().map(|s| s.generations.count()).sum(),
             failed_generation_drops: self.engine().cold.failed_drops(),
             commit_groups: commits.groups.load(Ordering::Relaxed),
             committed_transactions: commits.transactions.load(Ordering::Relaxed),
@@ -229,20 +270,20 @@ impl Store {
             Err(shared) => shared.engine.cold.sync_wal(),
         }
     }
+}
 
-    /// Fingerprints every ID, failing on the first bad one before anything happens.
-    fn fingerprints<I: AsRef<[u8]>>(&self, ids: &[I]) -> Result<Vec<Fingerprint>> {
-        ids.iter()
-            .enumerate()
-            .map(|(i, id)| self.engine().fingerprint(id.as_ref(), Some(i)))
-            .collect()
-    }
+/// Fingerprints every ID in `space`, failing on the first bad one before anything happens.
+fn fingerprints<I: AsRef<[u8]>>(space: &Space, ids: &[I]) -> Result<Vec<Fingerprint>> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| space.fingerprint(id.as_ref(), Some(i)))
+        .collect()
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("window", &self.engine().window())
+            .field("window", &self.own_space().window)
             .finish_non_exhaustive()
     }
 }

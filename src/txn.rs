@@ -2,13 +2,15 @@
 
 use crate::claim::{Claim, checked_result};
 use crate::commit::{Prepared, Ticket};
-use crate::engine::Unsettled;
+use crate::engine::{Space, Unsettled, settle};
 use crate::error::{Error, Result};
 use crate::id::{Fingerprint, payload_fingerprint};
+use crate::namespace::Namespace;
 use crate::outcome::{CommitOutcome, Conflict, Outcome};
 use crate::persist::{MarkValue, Offset, Row, Staged, offset_key, table_cf};
 use crate::store::Store;
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// Marks, table rows, consumer offsets and outbox events, committed as one atomic write.
 ///
@@ -46,6 +48,7 @@ pub struct Transaction {
 /// One mark (or claim completion) of a transaction.
 #[derive(Debug)]
 struct Marking {
+    space: Arc<Space>,
     id: Bytes,
     fp: Fingerprint,
     payload: Option<u128>,
@@ -78,7 +81,8 @@ impl Transaction {
     /// [`Error::InvalidId`](crate::Error::InvalidId), with the number of earlier `mark` calls
     /// as its position; the transaction is unchanged.
     pub fn mark(&mut self, id: impl AsRef<[u8]>) -> Result<&mut Self> {
-        self.stage_mark(id.as_ref(), None)
+        let space = Arc::clone(self.store.own_space());
+        self.stage_mark(space, id.as_ref(), None)
     }
 
     /// [`mark`](Self::mark), keeping the fingerprint of the message's payload with the mark:
@@ -92,15 +96,75 @@ impl Transaction {
         id: impl AsRef<[u8]>,
         payload: impl AsRef<[u8]>,
     ) -> Result<&mut Self> {
-        self.stage_mark(id.as_ref(), Some(payload_fingerprint(payload.as_ref())))
+        let space = Arc::clone(self.store.own_space());
+        self.stage_mark(
+            space,
+            id.as_ref(),
+            Some(payload_fingerprint(payload.as_ref())),
+        )
     }
 
-    fn stage_mark(&mut self, id: &[u8], payload: Option<u128>) -> Result<&mut Self> {
-        let fp = self
-            .store
-            .engine()
-            .fingerprint(id, Some(self.marks.len()))?;
+    /// [`mark`](Self::mark) in `namespace`: the ID is marked there, in that namespace's window,
+    /// atomically with the rest of the transaction.
+    ///
+    /// ```
+    /// use dedupstore::{CommitOutcome, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let orders = store.namespace("orders").open()?;
+    /// let mut txn = store.transaction();
+    /// txn.mark_in(&orders, "42")?.put("orders", "42", "shipped")?;
+    /// assert!(matches!(txn.commit()?, CommitOutcome::Committed(_)));
+    /// assert!(orders.contains("42")?);
+    /// assert!(!store.contains("42")?, "the store's own IDs are another space");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`mark`](Self::mark); [`Error::InvalidArgument`] for a namespace of another store,
+    /// [`Error::NamespaceDropped`] for a dropped one.
+    pub fn mark_in(&mut self, namespace: &Namespace, id: impl AsRef<[u8]>) -> Result<&mut Self> {
+        let space = self.space_of(namespace)?;
+        self.stage_mark(space, id.as_ref(), None)
+    }
+
+    /// [`mark_payload`](Self::mark_payload) in `namespace`.
+    ///
+    /// # Errors
+    /// As [`mark_in`](Self::mark_in).
+    pub fn mark_payload_in(
+        &mut self,
+        namespace: &Namespace,
+        id: impl AsRef<[u8]>,
+        payload: impl AsRef<[u8]>,
+    ) -> Result<&mut Self> {
+        let space = self.space_of(namespace)?;
+        self.stage_mark(
+            space,
+            id.as_ref(),
+            Some(payload_fingerprint(payload.as_ref())),
+        )
+    }
+
+    fn space_of(&self, namespace: &Namespace) -> Result<Arc<Space>> {
+        if !namespace.store().same_as(&self.store) {
+            return Err(Error::InvalidArgument {
+                what: "namespace",
+                detail: "it belongs to another store".into(),
+            });
+        }
+        Ok(Arc::clone(namespace.space()))
+    }
+
+    fn stage_mark(
+        &mut self,
+        space: Arc<Space>,
+        id: &[u8],
+        payload: Option<u128>,
+    ) -> Result<&mut Self> {
+        let fp = space.fingerprint(id, Some(self.marks.len()))?;
         self.marks.push(Marking {
+            space,
             id: Bytes::copy_from_slice(id),
             fp,
             payload,
@@ -128,6 +192,7 @@ impl Transaction {
         }
         let result = checked_result(result)?;
         self.marks.push(Marking {
+            space: Arc::clone(&claim.space),
             id: Bytes::copy_from_slice(claim.id()),
             fp: claim.fp,
             payload: claim.payload,
@@ -265,9 +330,9 @@ impl Transaction {
             let m = &self.marks[i];
             // After a conflict, the remaining marks are only looked at, to name them all.
             let outcome = match (conflicts.is_empty(), m.token) {
-                (true, Some(token)) => claims.complete(m.fp, token, m.payload)?,
-                (true, None) => claims.claim(m.fp, m.payload)?,
-                (false, _) => engine.check(m.fp)?,
+                (true, Some(token)) => claims.complete(&m.space, m.fp, token, m.payload)?,
+                (true, None) => claims.claim(&m.space, m.fp, m.payload)?,
+                (false, _) => engine.check(&m.space, m.fp)?,
             };
             if outcome != Outcome::New {
                 conflicts.push((i, outcome));
@@ -280,6 +345,7 @@ impl Transaction {
                 .into_iter()
                 .map(|(i, outcome)| Conflict {
                     id: self.marks[i].id.clone(),
+                    namespace: self.marks[i].space.name.clone(),
                     outcome,
                 })
                 .collect()));
@@ -292,12 +358,11 @@ impl Transaction {
             .zip(claims.claims())
             .map(|(&i, c)| {
                 let m = &self.marks[i];
-                let value = MarkValue {
+                c.staged(MarkValue {
                     at: c.at,
                     payload: m.payload,
                     result: m.result.clone(),
-                };
-                (c.fp, value)
+                })
             })
             .collect();
         // Their leases became the pending marks: nothing is left to release.
@@ -314,20 +379,21 @@ impl Transaction {
 /// Hands a prepared transaction to the committer.
 fn queue(store: &Store, prepared: Prepared) -> Result<Ticket> {
     store.committer().submit(prepared).map_err(|unsent| {
-        store.engine().settle(&unsent, false);
+        settle(&unsent, false);
         Error::Poisoned {
             cause: "the committer thread has stopped".into(),
         }
     })
 }
 
-/// The order in which a transaction claims its marks: by fingerprint, the same global order for
-/// every transaction; an ID marked twice appears once (the completion of its claim if there is
-/// one, else its first mark).
+/// The order in which a transaction claims its marks: by ID space and fingerprint, the same
+/// global order for every transaction; an ID marked twice in one space appears once (the
+/// completion of its claim if there is one, else its first mark).
 fn claim_order(marks: &[Marking]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..marks.len()).collect();
-    order.sort_by_key(|&i| (marks[i].fp.key(), marks[i].token.is_none()));
-    order.dedup_by_key(|&mut i| marks[i].fp);
+    let key = |m: &Marking| (m.space.number(), m.fp.key());
+    order.sort_by_key(|&i| (key(&marks[i]), marks[i].token.is_none()));
+    order.dedup_by_key(|&mut i| key(&marks[i]));
     order
 }
 
@@ -351,7 +417,10 @@ mod tests {
     /// same order: the one that wins the first shared ID meets no claim of the other's later.
     #[test]
     fn shared_ids_are_claimed_in_one_global_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
         let mark = |id: &str| Marking {
+            space: Arc::clone(store.own_space()),
             id: Bytes::copy_from_slice(id.as_bytes()),
             fp: Fingerprint::of(0, id.as_bytes(), None).unwrap(),
             payload: None,

@@ -21,10 +21,11 @@ const LAYERS: &[(&str, u32)] = &[
     ("claim", 6),
     ("outbox", 6),
     ("settle", 6),
-    ("txn", 7),
-    ("config", 8),
-    ("cli", 9),
-    ("fuzz", 9),
+    ("namespace", 7),
+    ("txn", 8),
+    ("config", 9),
+    ("cli", 10),
+    ("fuzz", 10),
 ];
 
 fn layer(module: &str) -> u32 {

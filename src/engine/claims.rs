@@ -7,12 +7,13 @@
 //! after a restart no claim is in progress (every holder died with the process), so the
 //! redelivery of a message whose claim was never completed acquires it again.
 
-use super::{Engine, PendingMark, differs};
+use super::{Engine, PendingMark, Space, differs, pend};
 use crate::error::Result;
 use crate::id::Fingerprint;
 use crate::outcome::Outcome;
 use crate::persist::MarkValue;
 use crate::wheel::{Hot, Lease};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// What [`Engine::acquire`] found.
@@ -46,11 +47,12 @@ impl Engine {
     /// those of marks and claims found.
     pub(crate) fn acquire(
         &self,
+        space: &Space,
         fp: Fingerprint,
         lease_ms: u64,
         payload: Option<u128>,
     ) -> Result<Acquired> {
-        let mut stripe = self.hot.stripe(fp).lock();
+        let mut stripe = space.hot.stripe(fp).lock();
         let now = self.now_millis();
         if let Some(lease) = stripe.leases.live(fp, now) {
             return Ok(if differs(payload, lease.payload) {
@@ -61,20 +63,20 @@ impl Engine {
                 Acquired::InProgress { until: lease.until }
             });
         }
-        match stripe.lookup(fp, self.window, self.stamps, now) {
+        match stripe.lookup(fp, space.window, space.stamps, now) {
             Hot::Durable { first_seen } => {
                 drop(stripe);
                 // The stored result lives on disk only: one read (memtable or block cache).
                 let mark = self
                     .cold
-                    .find_live(fp, now)?
+                    .find_live(&space.generations, fp, now)?
                     .unwrap_or(MarkValue::at(first_seen));
                 return Ok(completed(mark, payload));
             }
             Hot::Pending { .. } => return Ok(Acquired::InProgress { until: now }),
             Hot::Absent => {}
         }
-        let authoritative = stripe.authoritative(self.window, now);
+        let authoritative = stripe.authoritative(space.window, now);
         if !authoritative {
             stripe.counters.cold_lookups += 1;
         }
@@ -94,20 +96,20 @@ impl Engine {
         // The lease makes other callers see the ID in progress while the disk is read without
         // the lock; a read that fails or panics gives it back through `hold`.
         let mut hold = Hold {
-            engine: self,
+            space,
             fp,
             token: Some(token),
         };
-        let Some(mark) = self.cold.find_live(fp, now)? else {
+        let Some(mark) = self.cold.find_live(&space.generations, fp, now)? else {
             hold.token = None;
             return Ok(Acquired::Held { token, until });
         };
         hold.token = None;
-        let mut stripe = self.hot.stripe(fp).lock();
+        let mut stripe = space.hot.stripe(fp).lock();
         stripe.leases.remove(fp, token);
-        self.remember_in(&mut stripe, fp, mark.at);
+        self.remember_in(space, &mut stripe, fp, mark.at);
         drop(stripe);
-        self.hot.settled(fp).notify(usize::MAX);
+        space.hot.settled(fp).notify(usize::MAX);
         Ok(completed(mark, payload))
     }
 
@@ -116,61 +118,75 @@ impl Engine {
     /// `New` if nobody holds or has marked it since, otherwise what they did.
     pub(crate) fn complete(
         &self,
+        space: &Arc<Space>,
         fp: Fingerprint,
         token: u64,
         payload: Option<u128>,
         claims: &mut Vec<PendingMark>,
     ) -> Result<Outcome> {
-        let mut stripe = self.hot.stripe(fp).lock();
+        let mut stripe = space.hot.stripe(fp).lock();
         let now = self.now_millis();
         if !stripe.leases.remove(fp, token) {
             drop(stripe);
-            return self.claim(fp, payload, claims);
+            return self.claim(space, fp, payload, claims);
         }
         // Nobody marks an ID while its lease is held, nor takes a lease over without removing
         // it, so the stripe cannot have a mark of `fp` now.
-        let found = stripe.lookup(fp, self.window, self.stamps, now);
+        let found = stripe.lookup(fp, space.window, space.stamps, now);
         debug_assert_eq!(found, Hot::Absent);
         if found != Hot::Absent {
             drop(stripe);
-            return self.claim(fp, payload, claims);
+            return self.claim(space, fp, payload, claims);
         }
-        let pended = self.pend(&mut stripe, fp, now);
+        let pended = pend(space, &mut stripe, fp, now);
         drop(stripe);
         let Ok(seq) = pended else {
-            self.hot.settled(fp).notify(usize::MAX);
+            space.hot.settled(fp).notify(usize::MAX);
             return pended.map(|_| Outcome::New);
         };
-        claims.push(PendingMark { fp, seq, at: now });
+        claims.push(PendingMark {
+            space: Arc::clone(space),
+            fp,
+            seq,
+            at: now,
+        });
         Ok(Outcome::New)
-    }
-
-    /// Ends `token`'s claim on `fp` without marking it; does nothing if the claim was lost.
-    pub(crate) fn release(&self, fp: Fingerprint, token: u64) {
-        let released = self.hot.stripe(fp).lock().leases.remove(fp, token);
-        if released {
-            self.hot.settled(fp).notify(usize::MAX);
-        }
     }
 
     /// Renews `token`'s lease on `fp` for `lease_ms` from now; the new end, or `None` if the
     /// claim was lost.
-    pub(crate) fn extend(&self, fp: Fingerprint, token: u64, lease_ms: u64) -> Option<u64> {
-        let mut stripe = self.hot.stripe(fp).lock();
+    pub(crate) fn extend(
+        &self,
+        space: &Space,
+        fp: Fingerprint,
+        token: u64,
+        lease_ms: u64,
+    ) -> Option<u64> {
+        let mut stripe = space.hot.stripe(fp).lock();
         let until = self.now_millis().saturating_add(lease_ms);
         stripe.leases.renew(fp, token, until).then_some(until)
     }
 
     /// Whether `fp` is being written or claimed right now.
-    pub(crate) fn flight(&self, fp: Fingerprint) -> Flight {
-        let mut stripe = self.hot.stripe(fp).lock();
+    pub(crate) fn flight(&self, space: &Space, fp: Fingerprint) -> Flight {
+        let mut stripe = space.hot.stripe(fp).lock();
         let now = self.now_millis();
         if let Some(lease) = stripe.leases.live(fp, now) {
             return Flight::Held { until: lease.until };
         }
-        match stripe.lookup(fp, self.window, self.stamps, now) {
+        match stripe.lookup(fp, space.window, space.stamps, now) {
             Hot::Pending { .. } => Flight::Writing,
             Hot::Durable { .. } | Hot::Absent => Flight::Settled,
+        }
+    }
+}
+
+impl Space {
+    /// Ends `token`'s claim on `fp` without marking it; does nothing if the claim was lost.
+    pub(crate) fn release(&self, fp: Fingerprint, token: u64) {
+        let released = self.hot.stripe(fp).lock().leases.remove(fp, token);
+        if released {
+            self.hot.settled(fp).notify(usize::MAX);
         }
     }
 }
@@ -189,7 +205,7 @@ fn completed(mark: MarkValue, payload: Option<u128>) -> Acquired {
 /// A lease taken while the disk is read; dropped still holding it (the read failed or
 /// panicked), it releases the lease.
 struct Hold<'e> {
-    engine: &'e Engine,
+    space: &'e Space,
     fp: Fingerprint,
     token: Option<u64>,
 }
@@ -197,7 +213,7 @@ struct Hold<'e> {
 impl Drop for Hold<'_> {
     fn drop(&mut self) {
         if let Some(token) = self.token {
-            self.engine.release(self.fp, token);
+            self.space.release(self.fp, token);
         }
     }
 }

@@ -1,5 +1,6 @@
-//! [`Engine`]: the state every `Store` handle and the committer share (both tiers, the store's
-//! time) and the claim protocol that makes check-and-mark exact.
+//! [`Engine`]: the state every `Store` handle and the committer share (the cold tier, the
+//! store's time, its ID spaces: the store's own and its namespaces', each with its in-memory
+//! tier) and the claim protocol that makes check-and-mark exact.
 //!
 //! A mark is *claimed* under its stripe lock: looked up and inserted as a pending entry, so that
 //! concurrent callers see it in flight. If the stripe's miss is not authoritative, the disk is
@@ -9,12 +10,11 @@
 
 use crate::clock::{StoreTime, from_unix_millis, unix_millis};
 use crate::error::{Error, Result};
-use crate::id::{Fingerprint, namespace_seed};
+use crate::id::Fingerprint;
 use crate::outcome::Outcome;
-use crate::persist::{Cold, MarkValue, Staged};
+use crate::persist::{Cold, MarkValue, Staged, StagedMark};
 use crate::settings::Settings;
-use crate::wheel::{Hot, HotTier, Stamps, Stripe};
-use crate::window::Window;
+use crate::wheel::{Hot, Stripe};
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -22,13 +22,15 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, UNIX_EPOCH};
 
 pub(crate) struct Engine {
-    pub hot: HotTier,
     pub cold: Cold,
     time: StoreTime,
-    window: Window,
-    stamps: Stamps,
-    namespace_seed: u64,
-    /// The whole store's memory budget, for `Stats`.
+    /// The store's own ID space.
+    pub store_space: Arc<Space>,
+    /// The namespaces, by name.
+    pub namespaces: Namespaces,
+    /// How many stripes the store's own in-memory tier has: the most a namespace's has.
+    stripes: usize,
+    /// The store's memory budget (its own space and RocksDB), for `Stats`.
     pub memory_budget: u64,
     /// The next claim's token.
     next_token: AtomicU64,
@@ -51,18 +53,25 @@ impl<'e> Unsettled<'e> {
     }
 
     /// [`Engine::claim`] into this set.
-    pub(crate) fn claim(&mut self, fp: Fingerprint, payload: Option<u128>) -> Result<Outcome> {
-        self.engine.claim(fp, payload, &mut self.claims)
+    pub(crate) fn claim(
+        &mut self,
+        space: &Arc<Space>,
+        fp: Fingerprint,
+        payload: Option<u128>,
+    ) -> Result<Outcome> {
+        self.engine.claim(space, fp, payload, &mut self.claims)
     }
 
     /// [`Engine::complete`] into this set.
     pub(crate) fn complete(
         &mut self,
+        space: &Arc<Space>,
         fp: Fingerprint,
         token: u64,
         payload: Option<u128>,
     ) -> Result<Outcome> {
-        self.engine.complete(fp, token, payload, &mut self.claims)
+        self.engine
+            .complete(space, fp, token, payload, &mut self.claims)
     }
 
     pub(crate) fn claims(&self) -> &[PendingMark] {
@@ -77,13 +86,14 @@ impl<'e> Unsettled<'e> {
 
 impl Drop for Unsettled<'_> {
     fn drop(&mut self) {
-        self.engine.settle(&self.claims, false);
+        settle(&self.claims, false);
     }
 }
 
-/// A pending mark, claimed in the hot tier, to write and settle.
-#[derive(Clone, Copy, Debug)]
+/// A pending mark, claimed in the hot tier of its space, to write and settle.
+#[derive(Clone, Debug)]
 pub(crate) struct PendingMark {
+    pub space: Arc<Space>,
     pub fp: Fingerprint,
     seq: u64,
     /// The mark time.
@@ -105,36 +115,34 @@ impl Engine {
             Duration::from_millis(opened.now)
         };
         let time = StoreTime::new(Arc::clone(&settings.clock), base, origin);
-        let window = Window::new(settings.window_ms, settings.slots);
+        let store_space = Space::new(
+            None,
+            &settings.namespace,
+            opened.store_space,
+            settings.slots,
+            settings.stripes,
+            settings.capacity,
+            settings.hot_budget,
+        )?;
+        let namespaces = opened
+            .namespaces
+            .into_iter()
+            .map(|n| namespace_space(settings.stripes, n))
+            .collect::<Result<_>>()?;
         Ok(Self {
-            hot: HotTier::new(
-                settings.stripes,
-                settings.capacity,
-                settings.hot_budget,
-                opened.complete_from,
-            )?,
             cold: opened.cold,
             time,
-            window,
-            stamps: Stamps::new(window),
-            namespace_seed: namespace_seed(&settings.namespace),
+            store_space: Arc::new(store_space),
+            namespaces: Namespaces::new(namespaces),
+            stripes: settings.stripes,
             memory_budget: settings.memory_budget as u64,
             next_token: AtomicU64::new(1),
         })
     }
 
-    pub(crate) fn window(&self) -> Window {
-        self.window
-    }
-
     /// The store's time, in milliseconds since the Unix epoch.
     pub(crate) fn now_millis(&self) -> u64 {
         self.time.now_millis()
-    }
-
-    /// Validates `id` and fingerprints it; `position` names it within a batch.
-    pub(crate) fn fingerprint(&self, id: &[u8], position: Option<usize>) -> Result<Fingerprint> {
-        Fingerprint::of(self.namespace_seed, id, position)
     }
 
     /// Decides `fp` under its stripe's lock; if it is new, claims it and records the claim in
@@ -144,25 +152,27 @@ impl Engine {
     /// another payload is answered `Conflict`.
     pub(crate) fn claim(
         &self,
+        space: &Arc<Space>,
         fp: Fingerprint,
         payload: Option<u128>,
         claims: &mut Vec<PendingMark>,
     ) -> Result<Outcome> {
-        self.decide(fp, payload, Some(claims))
+        self.decide(space, fp, payload, Some(claims))
     }
 
     /// What [`claim`](Self::claim) would answer for `fp`, without claiming it.
-    pub(crate) fn check(&self, fp: Fingerprint) -> Result<Outcome> {
-        self.decide(fp, None, None)
+    pub(crate) fn check(&self, space: &Arc<Space>, fp: Fingerprint) -> Result<Outcome> {
+        self.decide(space, fp, None, None)
     }
 
     fn decide(
         &self,
+        space: &Arc<Space>,
         fp: Fingerprint,
         payload: Option<u128>,
         claims: Option<&mut Vec<PendingMark>>,
     ) -> Result<Outcome> {
-        let mut stripe = self.hot.stripe(fp).lock();
+        let mut stripe = space.hot.stripe(fp).lock();
         // Read under the lock, so times within a stripe never decrease.
         let now = self.now_millis();
         if let Some(lease) = stripe.leases.live(fp, now) {
@@ -172,15 +182,15 @@ impl Engine {
                 Outcome::InFlight
             });
         }
-        match stripe.lookup(fp, self.window, self.stamps, now) {
+        match stripe.lookup(fp, space.window, space.stamps, now) {
             Hot::Durable { first_seen } => {
                 drop(stripe);
-                return self.duplicate_of(fp, first_seen, payload, now);
+                return self.duplicate_of(space, fp, first_seen, payload, now);
             }
             Hot::Pending { seq, first_seen } => {
                 let ours = claims
                     .as_ref()
-                    .is_some_and(|c| c.iter().any(|c| c.seq == seq && c.fp == fp));
+                    .is_some_and(|c| c.iter().any(|c| c.is(space, fp, seq)));
                 return Ok(if ours {
                     duplicate(first_seen)
                 } else {
@@ -189,7 +199,7 @@ impl Engine {
             }
             Hot::Absent => {}
         }
-        let authoritative = stripe.authoritative(self.window, now);
+        let authoritative = stripe.authoritative(space.window, now);
         if !authoritative {
             stripe.counters.cold_lookups += 1;
         }
@@ -198,31 +208,23 @@ impl Engine {
             return if authoritative {
                 Ok(Outcome::New)
             } else {
-                self.probe_unclaimed(fp, payload, now)
+                self.probe_unclaimed(space, fp, payload, now)
             };
         };
         // A claim whose lease has run out is taken over: its holder can no longer complete it.
         stripe.leases.remove_dead(fp, now);
-        let seq = self.pend(&mut stripe, fp, now)?;
-        claims.push(PendingMark { fp, seq, at: now });
+        let seq = pend(space, &mut stripe, fp, now)?;
+        claims.push(PendingMark {
+            space: Arc::clone(space),
+            fp,
+            seq,
+            at: now,
+        });
         if authoritative {
             return Ok(Outcome::New);
         }
         drop(stripe);
-        self.probe_claimed(fp, seq, payload, now, claims)
-    }
-
-    /// Inserts a pending entry for `fp` at `now` into its locked `stripe`, where the caller
-    /// found it absent; returns the entry's sequence number.
-    fn pend(&self, stripe: &mut Stripe, fp: Fingerprint, now: u64) -> Result<u64> {
-        stripe
-            .insert_pending(fp, self.window, self.stamps, now)
-            .ok_or_else(|| Error::Storage {
-                context: "claiming a mark".into(),
-                detail: "its stripe of the in-memory tier is full behind a write that has \
-                         not returned"
-                    .into(),
-            })
+        self.probe_claimed(space, fp, seq, payload, now, claims)
     }
 
     /// The answer for `fp`, found durable in memory (marked at `first_seen`): `Duplicate`, or
@@ -230,6 +232,7 @@ impl Engine {
     /// one read, only when a payload is given).
     fn duplicate_of(
         &self,
+        space: &Space,
         fp: Fingerprint,
         first_seen: u64,
         payload: Option<u128>,
@@ -238,7 +241,7 @@ impl Engine {
         if payload.is_none() {
             return Ok(duplicate(first_seen));
         }
-        Ok(match self.cold.find_live(fp, now)? {
+        Ok(match self.cold.find_live(&space.generations, fp, now)? {
             Some(mark) => answer(&mark, payload),
             None => duplicate(first_seen),
         })
@@ -251,21 +254,22 @@ impl Engine {
     /// gives it up (and a panicking one unwinds through the caller's [`Unsettled`], which does).
     fn probe_claimed(
         &self,
+        space: &Space,
         fp: Fingerprint,
         seq: u64,
         payload: Option<u128>,
         now: u64,
         claims: &mut Vec<PendingMark>,
     ) -> Result<Outcome> {
-        let Some(found) = self.cold.find_live(fp, now).transpose() else {
+        let Some(found) = self.cold.find_live(&space.generations, fp, now).transpose() else {
             return Ok(Outcome::New);
         };
         let probe = claims.pop();
-        debug_assert!(probe.is_some_and(|c| c.seq == seq && c.fp == fp));
-        let mut stripe = self.hot.stripe(fp).lock();
+        debug_assert!(probe.is_some_and(|c| c.is(space, fp, seq)));
+        let mut stripe = space.hot.stripe(fp).lock();
         let outcome = match found {
             Ok(mark) => {
-                stripe.recall(seq, mark.at, self.stamps);
+                stripe.recall(seq, mark.at, space.stamps);
                 Ok(answer(&mark, payload))
             }
             Err(e) => {
@@ -274,42 +278,40 @@ impl Engine {
             }
         };
         drop(stripe);
-        self.hot.settled(fp).notify(usize::MAX);
+        space.hot.settled(fp).notify(usize::MAX);
         outcome
     }
 
     /// Reads the disk for `fp` (missed by its stripe at `now`, which is not authoritative)
     /// without claiming it, and keeps a live mark it finds in the stripe.
-    fn probe_unclaimed(&self, fp: Fingerprint, payload: Option<u128>, now: u64) -> Result<Outcome> {
-        let Some(mark) = self.cold.find_live(fp, now)? else {
+    fn probe_unclaimed(
+        &self,
+        space: &Space,
+        fp: Fingerprint,
+        payload: Option<u128>,
+        now: u64,
+    ) -> Result<Outcome> {
+        let Some(mark) = self.cold.find_live(&space.generations, fp, now)? else {
             return Ok(Outcome::New);
         };
-        self.remember(fp, mark.at);
+        self.remember(space, fp, mark.at);
         Ok(answer(&mark, payload))
     }
 
     /// Keeps a live mark of `fp` made at `first_seen`, just read from disk, in its stripe,
     /// unless the stripe has it already (claimed or recalled meanwhile).
-    fn remember(&self, fp: Fingerprint, first_seen: u64) {
-        self.remember_in(&mut self.hot.stripe(fp).lock(), fp, first_seen);
+    fn remember(&self, space: &Space, fp: Fingerprint, first_seen: u64) {
+        self.remember_in(space, &mut space.hot.stripe(fp).lock(), fp, first_seen);
     }
 
     /// [`remember`](Self::remember), in `fp`'s stripe, locked by the caller.
-    fn remember_in(&self, stripe: &mut Stripe, fp: Fingerprint, first_seen: u64) {
+    fn remember_in(&self, space: &Space, stripe: &mut Stripe, fp: Fingerprint, first_seen: u64) {
         let later = self.now_millis();
-        if self.window.is_live(first_seen, later)
-            && stripe.lookup(fp, self.window, self.stamps, later) == Hot::Absent
-            && let Some(seq) = stripe.insert_pending(fp, self.window, self.stamps, later)
+        if space.window.is_live(first_seen, later)
+            && stripe.lookup(fp, space.window, space.stamps, later) == Hot::Absent
+            && let Some(seq) = stripe.insert_pending(fp, space.window, space.stamps, later)
         {
-            stripe.recall(seq, first_seen, self.stamps);
-        }
-    }
-
-    /// Settles claims once their write returned: durable if `written`, forgotten otherwise.
-    pub(crate) fn settle(&self, claims: &[PendingMark], written: bool) {
-        for c in claims {
-            self.hot.stripe(c.fp).lock().settle(c.seq, written);
-            self.hot.settled(c.fp).notify(usize::MAX);
+            stripe.recall(seq, first_seen, space.stamps);
         }
     }
 
@@ -327,7 +329,7 @@ impl Engine {
         let written = panic::catch_unwind(AssertUnwindSafe(|| self.cold.write_staged(group)))
             .unwrap_or_else(|panic| Err(self.cold.poison_after_panic(panic.as_ref())));
         for c in claims {
-            self.settle(c, written.is_ok());
+            settle(c, written.is_ok());
         }
         written
     }
@@ -342,12 +344,49 @@ impl Engine {
         if claims.claims.is_empty() {
             return Ok(());
         }
-        let staged = Staged::marks(claims.claims.iter().map(|c| (c.fp, value(c))).collect());
+        let staged = Staged::marks(claims.claims.iter().map(|c| c.staged(value(c))).collect());
         let written = self.write_and_settle(&[&staged], &[&claims.claims]);
         claims.claims.clear(); // settled
         self.cold.maintain();
         written.map(drop)
     }
+}
+
+impl PendingMark {
+    /// Whether this is entry `seq` of `fp` in `space`.
+    fn is(&self, space: &Space, fp: Fingerprint, seq: u64) -> bool {
+        self.seq == seq && self.fp == fp && std::ptr::eq(Arc::as_ptr(&self.space), space)
+    }
+
+    /// The mark to write, with stored value `value`.
+    pub(crate) fn staged(&self, value: MarkValue) -> StagedMark {
+        StagedMark {
+            space: Arc::clone(&self.space.generations),
+            fp: self.fp,
+            value,
+        }
+    }
+}
+
+/// Settles claims once their write returned: durable if `written`, forgotten otherwise.
+pub(crate) fn settle(claims: &[PendingMark], written: bool) {
+    for c in claims {
+        c.space.hot.stripe(c.fp).lock().settle(c.seq, written);
+        c.space.hot.settled(c.fp).notify(usize::MAX);
+    }
+}
+
+/// Inserts a pending entry for `fp` at `now` into its locked `stripe` of `space`, where the
+/// caller found it absent; returns the entry's sequence number.
+fn pend(space: &Space, stripe: &mut Stripe, fp: Fingerprint, now: u64) -> Result<u64> {
+    stripe
+        .insert_pending(fp, space.window, space.stamps, now)
+        .ok_or_else(|| Error::Storage {
+            context: "claiming a mark".into(),
+            detail: "its stripe of the in-memory tier is full behind a write that has not \
+                     returned"
+                .into(),
+        })
 }
 
 fn duplicate(first_seen: u64) -> Outcome {
@@ -377,7 +416,12 @@ fn answer(mark: &MarkValue, payload: Option<u128>) -> Outcome {
 }
 
 mod claims;
+mod namespaces;
+mod space;
 #[cfg(test)]
 mod tests;
 
 pub(crate) use claims::{Acquired, Flight};
+use namespaces::namespace_space;
+pub(crate) use namespaces::{Namespaces, Wanted};
+pub(crate) use space::Space;

@@ -47,7 +47,7 @@ fn a_stalled_disk_read_blocks_only_its_own_id() {
     let clock = ManualClock::new(UNIX_EPOCH + T0);
     let store = reopened_after_marking(dir.path(), &clock, &["slow", "other"]);
     let gate = Arc::new(Barrier::new(2));
-    let key = store.engine().fingerprint(b"slow", None).unwrap().key();
+    let key = store.own_space().fingerprint(b"slow", None).unwrap().key();
     store
         .engine()
         .cold

@@ -1,40 +1,62 @@
 //! Generations: the time-partitioned column families that hold marks on disk.
 //!
-//! Generation `marks-<start>-<end>` holds marks made in `[start, end)` milliseconds since the
-//! Unix epoch (and, after a clock went back, marks made earlier than `start`: writes always go to
-//! the newest generation while their time is before its end). Once `end + W <= now` every mark in
-//! it is dead, and the whole column family is dropped: expiry costs O(1) per generation.
+//! Generation `marks-<start>-<end>` of the store's own ID space (`ns<id>.marks-<start>-<end>` of
+//! namespace `<id>`) holds marks made in `[start, end)` milliseconds since the Unix epoch (and,
+//! after a clock went back, marks made earlier than `start`: writes always go to the newest
+//! generation while their time is before its end). Once `end + W <= now` every mark in it is
+//! dead, and the whole column family is dropped: expiry costs O(1) per generation.
 
 use crate::window::Window;
+use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How many generations a window is split into: disk holds at most this many plus two (the
 /// current one and one dead but not yet dropped), so about `1 + 2/8` windows of marks.
 pub(crate) const PER_WINDOW: u64 = 8;
 const PREFIX: &str = "marks-";
+/// Namespaces' generations are `ns<id>.marks-<start>-<end>`.
+const SPACE_PREFIX: &str = "ns";
+
+/// The store's own ID space; namespaces are numbered from 1.
+pub(crate) const STORE_SPACE: u32 = 0;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Generation {
+    /// The ID space it belongs to: [`STORE_SPACE`] or a namespace's number.
+    pub space: u32,
     pub start: u64,
     pub end: u64,
     pub name: String,
 }
 
 impl Generation {
-    pub(crate) fn new(start: u64, end: u64) -> Self {
+    pub(crate) fn new(space: u32, start: u64, end: u64) -> Self {
+        let name = if space == STORE_SPACE {
+            format!("{PREFIX}{start}-{end}")
+        } else {
+            format!("{SPACE_PREFIX}{space}.{PREFIX}{start}-{end}")
+        };
         Self {
+            space,
             start,
             end,
-            name: format!("{PREFIX}{start}-{end}"),
+            name,
         }
     }
 
     /// The generation a column family name denotes; `None` if it is not a generation's name,
     /// `Some(Err)` if it looks like one but does not parse.
     pub(crate) fn parse(name: &str) -> Option<Result<Self, String>> {
-        let rest = name.strip_prefix(PREFIX)?;
-        let parsed = rest.split_once('-').and_then(|(s, e)| {
+        let (space, rest) = if let Some(rest) = name.strip_prefix(PREFIX) {
+            (Some(STORE_SPACE), rest)
+        } else {
+            let (space, rest) = name.strip_prefix(SPACE_PREFIX)?.split_once('.')?;
+            (space.parse().ok(), rest.strip_prefix(PREFIX)?)
+        };
+        let parsed = space.zip(rest.split_once('-')).and_then(|(space, (s, e))| {
             let (start, end) = (s.parse().ok()?, e.parse().ok()?);
-            (start < end).then(|| Self::new(start, end))
+            (start < end && (space == STORE_SPACE) == name.starts_with(PREFIX))
+                .then(|| Self::new(space, start, end))
         });
         Some(
             parsed
@@ -45,10 +67,70 @@ impl Generation {
 
     /// The generation a mark made at `t` opens when `t` is past the newest one's end: aligned to
     /// `span`, never overlapping `newest`.
-    pub(crate) fn next(t: u64, span: u64, newest: Option<&Self>) -> Self {
+    pub(crate) fn next(space: u32, t: u64, span: u64, newest: Option<&Self>) -> Self {
         let aligned = t - t % span;
         let start = newest.map_or(aligned, |n| n.end.max(aligned));
-        Self::new(start, aligned + span)
+        Self::new(space, start, aligned + span)
+    }
+}
+
+/// The generations of one ID space (the store's own, or a namespace's), oldest first, and the
+/// window that judges their marks.
+#[derive(Debug)]
+pub(crate) struct Generations {
+    pub space: u32,
+    pub window: Window,
+    pub span: u64,
+    list: RwLock<List>,
+    /// The mark time of the last rollover whose dead generations are not dropped yet (0: none).
+    pub rolled_at: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct List {
+    pub live: Vec<Generation>,
+    /// Set when the space's namespace is dropped: nothing is written to it after.
+    pub dropped: bool,
+}
+
+impl Generations {
+    /// The generations `found` of `space` (in any order), judged by `window`.
+    pub(crate) fn new(space: u32, window: Window, mut found: Vec<Generation>) -> Self {
+        debug_assert!(found.iter().all(|g| g.space == space));
+        found.sort_by_key(|g| g.start);
+        Self {
+            space,
+            window,
+            span: span(window),
+            list: RwLock::new(List {
+                live: found,
+                dropped: false,
+            }),
+            rolled_at: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, List> {
+        self.list.read()
+    }
+
+    pub(crate) fn write(&self) -> RwLockWriteGuard<'_, List> {
+        self.list.write()
+    }
+
+    /// How many generations are on disk.
+    pub(crate) fn count(&self) -> usize {
+        self.read().live.len()
+    }
+
+    /// The end of the newest generation: every mark made at or after it is yet to be written.
+    pub(crate) fn complete_from(&self) -> u64 {
+        self.read().live.iter().map(|g| g.end).max().unwrap_or(0)
+    }
+
+    /// Records that a rollover at mark time `t` may have left dead generations.
+    pub(crate) fn rolled(&self, t: u64) {
+        self.rolled_at.fetch_max(t, Ordering::Relaxed);
     }
 }
 
@@ -64,35 +146,45 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_strangers_are_told_apart() {
-        let g = Generation::new(1_000, 2_000);
+        let g = Generation::new(STORE_SPACE, 1_000, 2_000);
         assert_eq!(g.name, "marks-1000-2000");
         assert_eq!(Generation::parse(&g.name), Some(Ok(g)));
+        let g = Generation::new(7, 1_000, 2_000);
+        assert_eq!(g.name, "ns7.marks-1000-2000");
+        assert_eq!(Generation::parse(&g.name), Some(Ok(g)));
         assert_eq!(Generation::parse("default"), None);
+        assert_eq!(Generation::parse("table.nsx"), None);
         assert!(matches!(Generation::parse("marks-2000-1000"), Some(Err(_))));
         assert!(matches!(Generation::parse("marks-10x-20"), Some(Err(_))));
         assert!(matches!(Generation::parse("marks-010-20"), Some(Err(_))));
+        for bad in [
+            "ns0.marks-1-2",
+            "ns07.marks-1-2",
+            "nsx.marks-1-2",
+            "ns7.marks-2-1",
+        ] {
+            assert!(matches!(Generation::parse(bad), Some(Err(_))), "{bad}");
+        }
     }
 
     #[test]
     fn new_generations_align_and_never_overlap() {
+        let g = |start, end| Generation::new(3, start, end);
+        assert_eq!(Generation::next(3, 2_500, 1_000, None), g(2_000, 3_000));
+        let newest = g(2_000, 3_000);
         assert_eq!(
-            Generation::next(2_500, 1_000, None),
-            Generation::new(2_000, 3_000)
-        );
-        let newest = Generation::new(2_000, 3_000);
-        assert_eq!(
-            Generation::next(3_000, 1_000, Some(&newest)),
-            Generation::new(3_000, 4_000)
+            Generation::next(3, 3_000, 1_000, Some(&newest)),
+            g(3_000, 4_000)
         );
         assert_eq!(
-            Generation::next(9_999, 1_000, Some(&newest)),
-            Generation::new(9_000, 10_000)
+            Generation::next(3, 9_999, 1_000, Some(&newest)),
+            g(9_000, 10_000)
         );
         // After reopening with a shorter span, the new one starts where the old one ended.
-        let wide = Generation::new(0, 3_500);
+        let wide = g(0, 3_500);
         assert_eq!(
-            Generation::next(3_600, 1_000, Some(&wide)),
-            Generation::new(3_500, 4_000)
+            Generation::next(3, 3_600, 1_000, Some(&wide)),
+            g(3_500, 4_000)
         );
     }
 

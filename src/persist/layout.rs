@@ -16,19 +16,25 @@ pub const MAX_STREAM_NAME: usize = 255;
 
 /// The column family of table `name`, which must be 1..=64 ASCII letters, digits, `_` or `-`.
 pub(crate) fn table_cf(name: &str) -> Result<String> {
+    check_name("table", name)?;
+    Ok(format!("{TABLE_PREFIX}{name}"))
+}
+
+/// Checks the name of a table or namespace (`what`): 1..=64 ASCII letters, digits, `_` or `-`.
+pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= MAX_TABLE_NAME
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !valid {
-        return Err(Error::InvalidName {
-            what: "table",
-            name: name.to_owned(),
-            detail: format!("need 1..={MAX_TABLE_NAME} ASCII letters, digits, '_' or '-'"),
-        });
+    if valid {
+        return Ok(());
     }
-    Ok(format!("{TABLE_PREFIX}{name}"))
+    Err(Error::InvalidName {
+        what,
+        name: name.to_owned(),
+        detail: format!("need 1..={MAX_TABLE_NAME} ASCII letters, digits, '_' or '-'"),
+    })
 }
 
 /// Whether a column family name is a table's.

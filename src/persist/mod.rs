@@ -1,13 +1,15 @@
 //! The cold tier: RocksDB on local disk.
 //!
-//! Column families: `meta` (the [`meta`] record and the outbox's next sequence number), one per
-//! [`generations`] generation of marks, `offsets`, `outbox`, and `table.<name>` for each of the
+//! Column families: `meta` (the [`meta`] record, the outbox's next sequence number and the
+//! [`namespaces`]' records), one per [`generations`] generation of marks (of the store's own ID
+//! space and of each namespace), `offsets`, `outbox`, and `table.<name>` for each of the
 //! consumer's tables ([`layout`]). `docs/format.md` describes the layout.
 //!
 //! Every write is one `WriteBatch` through the write-ahead log. The first write that fails
 //! poisons the store: every later write returns [`Error::Poisoned`], so a write whose fate is
 //! unknown (a failed fsync) is never followed by others; reopening recovers.
 
+mod cycle;
 mod directory;
 mod fault;
 pub(crate) mod generations;
@@ -15,6 +17,7 @@ mod integrity;
 pub(crate) mod layout;
 pub(crate) mod mark;
 pub(crate) mod meta;
+mod namespaces;
 mod options;
 mod staged;
 #[cfg(test)]
@@ -22,14 +25,16 @@ mod tests;
 
 #[cfg(any(test, fuzzing))]
 pub(crate) use fault::{INJECTED_PANIC, Op, Strike};
+pub(crate) use generations::{Generations, STORE_SPACE};
 pub use layout::{MAX_STREAM_NAME, MAX_TABLE_NAME};
-pub(crate) use layout::{offset_key, table_cf};
+pub(crate) use layout::{check_name, offset_key, table_cf};
 pub use mark::MAX_RESULT_LEN;
 pub(crate) use mark::MarkValue;
-pub(crate) use staged::{Offset, Row, Staged};
+pub(crate) use namespaces::OpenedNamespace;
+pub(crate) use staged::{Offset, Row, Staged, StagedMark};
 
 use crate::error::{Error, Result};
-use crate::id::{Fingerprint, namespace_seed};
+use crate::id::namespace_seed;
 use crate::settings::{Durability, Settings};
 use crate::window::Window;
 use bytes::Bytes;
@@ -38,7 +43,7 @@ use generations::Generation;
 use layout::{OFFSETS_CF, OUTBOX_CF, decode_u64};
 use meta::Meta;
 use options::Sizing;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use rocksdb::{
     BoundColumnFamily, Cache, ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode,
     MultiThreaded, Options, WriteBatch, WriteBufferManager, WriteOptions,
@@ -63,7 +68,6 @@ const CLOCK_KEY: &[u8] = b"clock";
 pub(crate) struct Cold {
     // Field order is drop order: the database closes before the lock is released.
     db: Db,
-    generations: RwLock<Vec<Generation>>,
     generation_options: Mutex<Options>,
     /// Options of new table column families; its lock also serialises their creation.
     table_options: Mutex<Options>,
@@ -79,12 +83,14 @@ pub(crate) struct Cold {
     clock_written: AtomicU64,
     /// Drops of dead generations that failed; each is retried.
     failed_drops: AtomicU64,
-    /// The mark time of the last rollover whose dead generations are not dropped yet (0: none).
-    rolled_at: AtomicU64,
+    /// The ID spaces whose last rollover may have left dead generations to drop.
+    rolled: Mutex<Vec<Arc<Generations>>>,
+    /// The next namespace's number; locked while a namespace is created.
+    namespace_next: Mutex<u64>,
     #[cfg(any(test, fuzzing))]
     pub(crate) fault: fault::FaultPoint,
+    /// The store's own window: the time high-water mark is persisted once a slot.
     window: Window,
-    span: u64,
     sync: bool,
     path: PathBuf,
     _lock: directory::DirLock,
@@ -93,9 +99,9 @@ pub(crate) struct Cold {
 /// A freshly opened cold tier and what the hot tier needs to know of it.
 pub(crate) struct Opened {
     pub cold: Cold,
-    /// Every mark made at or after this time will go through the hot tier; earlier ones may be
-    /// on disk only.
-    pub complete_from: u64,
+    /// The generations of the store's own ID space.
+    pub store_space: Arc<Generations>,
+    pub namespaces: Vec<OpenedNamespace>,
     /// The store's time at open: the wall clock's reading, raised to the persisted high-water
     /// mark and to the newest generation's start.
     pub now: u64,
@@ -130,7 +136,7 @@ impl Cold {
         let window = Window::new(settings.window_ms, settings.slots);
         let sizing = Sizing::new(settings.capacity, settings.rocksdb_budget);
         let (cache, write_buffers) = sizing.memory();
-        let mut generations = Vec::new();
+        let mut found = Vec::new();
         let mut descriptors: Vec<ColumnFamilyDescriptor> = Vec::new();
         let always = [META_CF, OFFSETS_CF, OUTBOX_CF].map(str::to_owned);
         for name in existing.iter().chain(&always) {
@@ -139,7 +145,7 @@ impl Cold {
             }
             let options = match Generation::parse(name) {
                 Some(Ok(g)) => {
-                    generations.push(g);
+                    found.push(g);
                     options::generation(sizing, &cache)
                 }
                 Some(Err(detail)) => return Err(corrupt_layout(&path, detail)),
@@ -159,7 +165,6 @@ impl Cold {
             };
             descriptors.push(ColumnFamilyDescriptor::new(name, options));
         }
-        generations.sort_by_key(|g| g.start);
 
         let opened: Vec<String> = descriptors.iter().map(|d| d.name().to_owned()).collect();
         let database = options::database(sizing, &write_buffers);
@@ -171,7 +176,6 @@ impl Cold {
         })?;
         let cold = Cold {
             db,
-            generations: RwLock::new(generations),
             generation_options: Mutex::new(options::generation(sizing, &cache)),
             table_options: Mutex::new(options::table(sizing, &cache)),
             cache,
@@ -180,19 +184,19 @@ impl Cold {
             poisoned: OnceLock::new(),
             clock_written: AtomicU64::new(0),
             failed_drops: AtomicU64::new(0),
-            rolled_at: AtomicU64::new(0),
+            rolled: Mutex::new(Vec::new()),
+            namespace_next: Mutex::new(1),
             #[cfg(any(test, fuzzing))]
             fault: fault::FaultPoint::default(),
             window,
-            span: generations::span(window),
             sync: settings.durability == Durability::Synced,
             path,
             _lock: lock,
         };
         let high_water = cold.stored_u64(CLOCK_KEY, "the time high-water mark")?;
-        let newest_start = cold.generations.read().last().map_or(0, |g| g.start);
+        let newest_start = found.iter().map(|g| g.start).max().unwrap_or(0);
         let now = wall.max(high_water.unwrap_or(0)).max(newest_start);
-        let meta = cold.check_meta(settings, now)?;
+        let meta = cold.check_meta(settings, now, !found.is_empty())?;
         if identity.is_none() {
             integrity::write_identity(&cold.path, &meta)?;
         }
@@ -205,24 +209,40 @@ impl Cold {
         // Generations are dropped below by this time: it becomes the high-water mark first, so
         // no later open, whatever its clock says, starts before the drop.
         cold.raise_clock(now)?;
-        cold.reap(now, true);
-        let complete_from = cold
-            .generations
-            .read()
-            .iter()
-            .map(|g| g.end)
-            .max()
-            .unwrap_or(0);
+        let (store_space, namespaces) = cold.open_spaces(found, now)?;
         Ok(Opened {
             cold,
-            complete_from,
+            store_space,
+            namespaces,
             now,
         })
     }
 
+    /// Sorts the generations `found` at open into the store's own space and its namespaces',
+    /// drops those of dropped namespaces, and drops every generation dead at `now`.
+    fn open_spaces(
+        &self,
+        mut found: Vec<Generation>,
+        now: u64,
+    ) -> Result<(Arc<Generations>, Vec<OpenedNamespace>)> {
+        let namespaces = self.load_namespaces(&mut found)?;
+        let (own, orphans) = found.into_iter().partition(|g| g.space == STORE_SPACE);
+        self.drop_generations(orphans);
+        let store_space = Arc::new(Generations::new(STORE_SPACE, self.window, own));
+        for space in namespaces
+            .iter()
+            .map(|n| &n.generations)
+            .chain([&store_space])
+        {
+            self.reap(space, now, true);
+        }
+        Ok((store_space, namespaces))
+    }
+
     /// Validates the meta record against `settings`, writing it for a new store and updating it
-    /// when the window changed. Returns the record as stored.
-    fn check_meta(&self, settings: &Settings, now: u64) -> Result<Meta> {
+    /// when the window changed. Returns the record as stored. `holds_marks` says the store has
+    /// generations: a new store has none.
+    fn check_meta(&self, settings: &Settings, now: u64, holds_marks: bool) -> Result<Meta> {
         let wanted = Meta {
             version: meta::FORMAT_VERSION,
             window_ms: settings.window_ms,
@@ -253,7 +273,7 @@ impl Cold {
                 };
                 (stored, (current != stored).then_some(current))
             }
-            None if self.generations.read().is_empty() => (wanted, Some(wanted)),
+            None if !holds_marks => (wanted, Some(wanted)),
             None => {
                 return Err(Error::Corruption {
                     what: format!("meta record of {}", self.path.display()),
@@ -361,26 +381,30 @@ impl Cold {
             row_cf.push(i);
         }
         let mut row_cf = row_cf.into_iter();
-        let latest = group
-            .iter()
-            .flat_map(|s| s.marks.iter().map(|m| m.1.at))
-            .max();
-        // Holding the read lock across the write keeps the generation from being dropped.
-        let mut rolled = false;
-        let generations = loop {
-            let generations = self.generations.read();
-            match latest {
-                Some(t) if generations.last().is_none_or(|g| t >= g.end) => {
-                    drop(generations);
-                    rolled |= self.open_generation(t)?;
-                }
-                _ => break generations,
+        // Each ID space the group marks in, with its newest mark time, in space order (the order
+        // in which writers take the spaces' locks).
+        let mut spaces: Vec<(&Arc<Generations>, u64)> = Vec::new();
+        for mark in group.iter().flat_map(|s| &s.marks) {
+            match spaces.iter_mut().find(|(g, _)| Arc::ptr_eq(g, &mark.space)) {
+                Some((_, t)) => *t = (*t).max(mark.value.at),
+                None => spaces.push((&mark.space, mark.value.at)),
             }
-        };
-        let marks_cf = match latest {
-            Some(_) => generations.last().map(|g| self.cf(&g.name)).transpose()?,
-            None => None,
-        };
+        }
+        spaces.sort_by_key(|(g, _)| g.space);
+        let latest = spaces.iter().map(|&(_, t)| t).max();
+        // Rollovers come first, with no space locked: a rollover locks its space to write.
+        for &(space, t) in &spaces {
+            self.cover(space, t)?;
+        }
+        // Holding each space's read lock across the write keeps its newest generation from being
+        // dropped. A dropped namespace has none: its marks are left out, as if written just
+        // before the drop deleted them.
+        let mut targets = Vec::with_capacity(spaces.len());
+        for &(space, t) in &spaces {
+            let list = space.read();
+            let cf = self.newest_cf(space.space, &list, t)?;
+            targets.push((space, list, cf));
+        }
         let mut outbox_next = group
             .iter()
             .any(|s| !s.outbox.is_empty())
@@ -396,11 +420,12 @@ impl Cold {
         let mut encoded = Vec::new();
         let (offsets_cf, outbox_cf) = (self.cf(OFFSETS_CF)?, self.cf(OUTBOX_CF)?);
         for staged in group {
-            if let Some(cf) = &marks_cf {
-                for (fp, value) in &staged.marks {
+            for mark in &staged.marks {
+                let target = targets.iter().find(|(g, ..)| Arc::ptr_eq(g, &mark.space));
+                if let Some((.., Some(cf))) = target {
                     encoded.clear();
-                    value.encode_into(&mut encoded);
-                    batch.put_cf(cf, fp.key(), &encoded);
+                    mark.value.encode_into(&mut encoded);
+                    batch.put_cf(cf, mark.fp.key(), &encoded);
                 }
             }
             for (row, i) in staged.rows.iter().zip(&mut row_cf) {
@@ -435,41 +460,11 @@ impl Cold {
         } else {
             self.write(batch)?;
         }
-        drop(generations);
+        drop(targets);
         if let Some(t) = clock {
             self.clock_written.fetch_max(t, Ordering::Relaxed);
         }
-        if let (true, Some(t)) = (rolled, latest) {
-            self.rolled_at.fetch_max(t, Ordering::Relaxed);
-        }
         Ok(ranges)
-    }
-
-    /// The newest live mark of `fp` at `now`, looking through every live generation, newest
-    /// first. Filters answer most misses without reading a data block.
-    pub(crate) fn find_live(&self, fp: Fingerprint, now: u64) -> Result<Option<MarkValue>> {
-        let key = fp.key();
-        let generations = self.generations.read();
-        for g in generations.iter().rev() {
-            if self.window.range_expired(g.end, now) {
-                break; // it and every older generation hold only dead marks
-            }
-            #[cfg(any(test, fuzzing))]
-            self.fault.reading(&key);
-            let cf = self.cf(&g.name)?;
-            let found = self.fallible(
-                fault::Op::Read,
-                || format!("reading {}", g.name),
-                || self.db.get_pinned_cf(&cf, key),
-            )?;
-            if let Some(value) = found {
-                let mark = MarkValue::decode(&value, || format!("a mark in {}", g.name))?;
-                if self.window.is_live(mark.at, now) {
-                    return Ok(Some(mark));
-                }
-            }
-        }
-        Ok(None)
     }
 
     /// A row of a consumer table (`cf` as [`table_cf`] names it).
@@ -545,11 +540,6 @@ impl Cold {
             .map_err(|e| Error::rocks("syncing the write-ahead log", &e))
     }
 
-    /// How many generations are on disk.
-    pub(crate) fn generation_count(&self) -> usize {
-        self.generations.read().len()
-    }
-
     fn check_poison(&self) -> Result<()> {
         match self.poisoned.get() {
             Some(cause) => Err(Error::Poisoned {
@@ -559,12 +549,18 @@ impl Cold {
         }
     }
 
-    /// The one place a batch reaches RocksDB. A failure poisons the store, and so does a panic
-    /// (caught here, so that every write, outbox acks included, ends in a result).
+    /// Writes `batch`, synced as the durability setting says.
     fn write(&self, batch: WriteBatch) -> Result<()> {
+        self.write_with(batch, self.sync)
+    }
+
+    /// The one place a batch reaches RocksDB, synced if `sync`. A failure poisons the store, and
+    /// so does a panic (caught here, so that every write, outbox acks included, ends in a
+    /// result).
+    fn write_with(&self, batch: WriteBatch, sync: bool) -> Result<()> {
         self.check_poison()?;
         let mut options = WriteOptions::default();
-        options.set_sync(self.sync);
+        options.set_sync(sync);
         let write = || {
             self.fallible(
                 fault::Op::Write,
@@ -606,82 +602,6 @@ impl Cold {
         }
         drop(options);
         self.cf(cf)
-    }
-
-    /// Makes sure a generation holds marks made at `t`: creates the next one and records it.
-    /// Returns whether this call created it. Only creators wait for each other here; readers and
-    /// writers of marks before `t` go on. A failure leaves the list as it was (a column family
-    /// RocksDB created before failing is found and recorded by the next attempt).
-    fn open_generation(&self, t: u64) -> Result<bool> {
-        // The options' lock serialises creators.
-        let options = self.generation_options.lock();
-        let newest = self.generations.read().last().cloned();
-        if newest.as_ref().is_some_and(|g| t < g.end) {
-            return Ok(false); // another writer got here first
-        }
-        let next = Generation::next(t, self.span, newest.as_ref());
-        if self.db.cf_handle(&next.name).is_none() {
-            self.fallible(
-                fault::Op::Create,
-                || format!("creating {}", next.name),
-                || self.db.create_cf(&next.name, &options),
-            )?;
-        }
-        self.catalog(&next.name)?;
-        drop(options);
-        self.generations.write().push(next);
-        Ok(true)
-    }
-
-    /// Drops the generations that died by the last rollover, if one happened since the last
-    /// call. Writers call it once their write is settled and the writer token released, so it
-    /// delays no other write, and nothing here can fail a write: a failed drop is retried at the
-    /// next rollover or open.
-    ///
-    /// The generation that stopped receiving marks is not flushed here: RocksDB flushes it once
-    /// the write-ahead log outgrows `max_total_wal_size`, and a flush requested now could wait
-    /// out a write stall.
-    pub(crate) fn maintain(&self) {
-        match self.rolled_at.swap(0, Ordering::Relaxed) {
-            0 => {}
-            t => self.reap(t, false),
-        }
-    }
-
-    /// Drops every generation whose marks are all dead at `now`, the newest only if
-    /// `include_newest` (writers may be about to write into it). Each leaves the list, then the
-    /// catalog, before RocksDB drops it, so no reader looks it up meanwhile; one whose drop fails
-    /// goes back into the list, to be dropped by a later call.
-    fn reap(&self, now: u64, include_newest: bool) {
-        let dead: Vec<Generation> = {
-            let mut generations = self.generations.write();
-            let candidates =
-                generations.len() - usize::from(!include_newest && !generations.is_empty());
-            let first_live = (0..candidates)
-                .find(|&i| !self.window.range_expired(generations[i].end, now))
-                .unwrap_or(candidates);
-            generations.drain(..first_live).collect()
-        };
-        let mut synced = WriteOptions::default();
-        synced.set_sync(true);
-        for g in dead {
-            // Out of the catalog first, durably: a catalogued column family that is gone would
-            // read as damage at the next open.
-            let drop = || {
-                let meta = self.db.cf_handle(META_CF);
-                if let Some(meta) = meta {
-                    self.db
-                        .delete_cf_opt(&meta, integrity::catalog_key(&g.name), &synced)?;
-                }
-                self.db.drop_cf(&g.name)
-            };
-            if self.fallible(fault::Op::Drop, String::new, drop).is_err() {
-                self.failed_drops.fetch_add(1, Ordering::Relaxed);
-                let mut generations = self.generations.write();
-                let at = generations.partition_point(|other| other.start < g.start);
-                generations.insert(at, g);
-            }
-        }
     }
 
     /// Runs a RocksDB call through the fault point (which does nothing outside tests and

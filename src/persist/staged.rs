@@ -1,19 +1,29 @@
 //! [`Staged`]: one transaction's writes, validated and encoded, waiting to be written.
 
+use super::generations::Generations;
 use super::mark::MarkValue;
 use crate::id::Fingerprint;
 use bytes::Bytes;
+use std::sync::Arc;
 
 #[derive(Debug, Default)]
 pub(crate) struct Staged {
-    /// Claimed marks: fingerprint and stored value.
-    pub marks: Vec<(Fingerprint, MarkValue)>,
+    /// Claimed marks.
+    pub marks: Vec<StagedMark>,
     /// Puts (`Some` value) and deletes (`None`) into the consumer's tables, by column family.
     pub rows: Vec<Row>,
     /// Offsets, in the order they were set.
     pub offsets: Vec<Offset>,
     /// Outbox payloads, in the order they were added.
     pub outbox: Vec<Bytes>,
+}
+
+/// A mark to write: its ID space, fingerprint and stored value.
+#[derive(Debug)]
+pub(crate) struct StagedMark {
+    pub space: Arc<Generations>,
+    pub fp: Fingerprint,
+    pub value: MarkValue,
 }
 
 /// A consumer offset to store.
@@ -34,7 +44,7 @@ pub(crate) struct Row {
 }
 
 impl Staged {
-    pub(crate) fn marks(marks: Vec<(Fingerprint, MarkValue)>) -> Self {
+    pub(crate) fn marks(marks: Vec<StagedMark>) -> Self {
         Self {
             marks,
             ..Self::default()

@@ -116,7 +116,7 @@ fn panicking(op: Op) {
     ));
     clock.advance(W * 2);
     assert!(!store.contains("kept").unwrap(), "expiry went on");
-    assert_eq!(store.engine().hot.totals().ids, 0);
+    assert_eq!(store.own_space().hot.totals().ids, 0);
     store.close().unwrap();
 
     let store = open(dir.path(), &clock);
@@ -183,7 +183,7 @@ fn rollovers_during_a_real_write_stall_fail_no_write() {
         options.set_level_zero_file_num_compaction_trigger(8);
         options.set_level_zero_slowdown_writes_trigger(2);
     }
-    for g in cold.generations.read().iter() {
+    for g in &store.own_space().generations.read().live {
         let cf = cold.cf(&g.name).unwrap();
         cold.db.set_options_cf(&cf, &STALL_PRONE).unwrap();
     }
@@ -226,5 +226,73 @@ fn rollovers_during_a_real_write_stall_fail_no_write() {
     assert!(
         found.iter().all(|&f| f),
         "a mark written during a stall was lost"
+    );
+}
+
+/// The column families on disk of the closed store at `dir`.
+fn column_families(dir: &Path) -> Vec<String> {
+    rocksdb::DB::list_cf(&rocksdb::Options::default(), dir).unwrap()
+}
+
+/// A namespace drop whose column family drops fail (as if the process died after deleting the
+/// record) is done for the caller at once; its generations stay as orphans until the next open
+/// drops them, and a new namespace of the name never sees them.
+#[test]
+fn an_interrupted_namespace_drop_is_finished_by_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    let gone = store.namespace("gone").open().unwrap();
+    assert_eq!(gone.check_and_mark("a").unwrap(), Outcome::New);
+    clock.advance(W / 4);
+    assert_eq!(gone.check_and_mark("b").unwrap(), Outcome::New);
+    assert_eq!(gone.space().generations.count(), 2);
+    store.engine().cold.fault.arm(Op::Drop, 0, Strike::Before);
+    assert!(store.drop_namespace("gone").unwrap());
+    assert_eq!(store.stats().failed_generation_drops, 1, "one drop failed");
+    assert!(store.namespaces().is_empty());
+    drop((gone, store));
+    let orphans = |dir: &Path| {
+        column_families(dir)
+            .into_iter()
+            .filter(|cf| cf.starts_with("ns1."))
+            .count()
+    };
+    assert_eq!(orphans(dir.path()), 1, "the failed drop left an orphan");
+
+    let store = open(dir.path(), &clock);
+    assert!(store.namespaces().is_empty());
+    let gone = store.namespace("gone").open().unwrap();
+    assert_eq!(gone.space().number(), 2, "numbers are not reused");
+    assert_eq!(gone.check_and_mark("a").unwrap(), Outcome::New);
+    drop((gone, store));
+    assert_eq!(orphans(dir.path()), 0, "the open dropped the orphan");
+}
+
+/// A drop whose record cannot be deleted fails and changes nothing: the namespace keeps its
+/// marks (after the reopen that a failed write calls for).
+#[test]
+fn a_namespace_drop_that_cannot_write_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    let kept = store.namespace("kept").open().unwrap();
+    assert_eq!(kept.check_and_mark("a").unwrap(), Outcome::New);
+    store.engine().cold.fault.arm(Op::Write, 0, Strike::Before);
+    assert!(matches!(
+        store.drop_namespace("kept"),
+        Err(Error::Io { .. })
+    ));
+    assert_eq!(store.namespaces(), ["kept"]);
+    assert!(kept.contains("a").unwrap());
+    drop((kept, store));
+    let store = open(dir.path(), &clock);
+    assert!(
+        store
+            .namespace("kept")
+            .open()
+            .unwrap()
+            .contains("a")
+            .unwrap()
     );
 }

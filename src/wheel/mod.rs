@@ -47,6 +47,19 @@ pub(crate) struct HotTotals {
     pub leases: u64,
 }
 
+impl HotTotals {
+    /// The totals of two tiers together.
+    pub(crate) fn add(self, other: Self) -> Self {
+        Self {
+            ids: self.ids + other.ids,
+            bytes: self.bytes + other.bytes,
+            cold_lookups: self.cold_lookups + other.cold_lookups,
+            evictions: self.evictions + other.evictions,
+            leases: self.leases + other.leases,
+        }
+    }
+}
+
 impl HotTier {
     /// `stripes` stripes (a power of two) sharing `budget` bytes, presized for `capacity` IDs,
     /// each holding every mark made at or after `complete_from`.

@@ -1,0 +1,166 @@
+//! The life of generations: opening the next one as time passes, reading marks across the live
+//! ones, and dropping those whose marks are all dead.
+
+use super::fault::{self, Op};
+use super::generations::{Generation, Generations, List};
+use super::integrity;
+use super::{Cold, META_CF, MarkValue};
+use crate::error::{Error, Result};
+use crate::id::Fingerprint;
+use rocksdb::{BoundColumnFamily, WriteOptions};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+impl Cold {
+    /// The newest live mark of `fp` in `space` at `now`, looking through every live generation,
+    /// newest first. Filters answer most misses without reading a data block.
+    pub(crate) fn find_live(
+        &self,
+        space: &Generations,
+        fp: Fingerprint,
+        now: u64,
+    ) -> Result<Option<MarkValue>> {
+        let key = fp.key();
+        let list = space.read();
+        for g in list.live.iter().rev() {
+            if space.window.range_expired(g.end, now) {
+                break; // it and every older generation hold only dead marks
+            }
+            #[cfg(any(test, fuzzing))]
+            self.fault.reading(&key);
+            let cf = self.cf(&g.name)?;
+            let found = self.fallible(
+                Op::Read,
+                || format!("reading {}", g.name),
+                || self.db.get_pinned_cf(&cf, key),
+            )?;
+            if let Some(value) = found {
+                let mark = MarkValue::decode(&value, || format!("a mark in {}", g.name))?;
+                if space.window.is_live(mark.at, now) {
+                    return Ok(Some(mark));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes sure a generation of `space` holds marks made at `t` (unless its namespace was
+    /// dropped): creates the next one and records it. Returns whether this call created one.
+    /// Only creators wait for each other here; readers and writers of marks before `t` go on. A
+    /// failure leaves the list as it was (a column family RocksDB created before failing is found
+    /// and recorded by the next attempt).
+    pub(super) fn cover(&self, space: &Arc<Generations>, t: u64) -> Result<bool> {
+        let covered = |list: &List| list.dropped || list.live.last().is_some_and(|g| t < g.end);
+        if covered(&space.read()) {
+            return Ok(false);
+        }
+        // The options' lock serialises creators.
+        let options = self.generation_options.lock();
+        let list = space.read();
+        if covered(&list) {
+            return Ok(false); // another writer got here first
+        }
+        let next = Generation::next(space.space, t, space.span, list.live.last());
+        drop(list);
+        if self.db.cf_handle(&next.name).is_none() {
+            self.fallible(
+                Op::Create,
+                || format!("creating {}", next.name),
+                || self.db.create_cf(&next.name, &options),
+            )?;
+        }
+        self.catalog(&next.name)?;
+        drop(options);
+        space.write().live.push(next);
+        space.rolled(t);
+        self.rolled.lock().push(Arc::clone(space));
+        Ok(true)
+    }
+
+    /// The column family of the newest generation of `list` (of space `space`), which must hold
+    /// marks made at `t`; `None` if the namespace was dropped.
+    pub(super) fn newest_cf(
+        &self,
+        space: u32,
+        list: &List,
+        t: u64,
+    ) -> Result<Option<Arc<BoundColumnFamily<'_>>>> {
+        if list.dropped {
+            return Ok(None);
+        }
+        match list.live.last() {
+            // Only this space's rollover adds generations, and only a drop of its namespace
+            // takes away the newest one.
+            Some(g) if t < g.end => self.cf(&g.name).map(Some),
+            _ => Err(Error::Storage {
+                context: format!("writing marks of ID space {space}"),
+                detail: format!("no generation holds mark time {t}"),
+            }),
+        }
+    }
+
+    /// Drops the generations that died by the last rollover of each space that rolled over
+    /// since the last call. Writers call it once their write is settled and the writer token
+    /// released, so it delays no other write, and nothing here can fail a write: a failed drop
+    /// is retried at the next rollover or open.
+    ///
+    /// The generation that stopped receiving marks is not flushed here: RocksDB flushes it once
+    /// the write-ahead log outgrows `max_total_wal_size`, and a flush requested now could wait
+    /// out a write stall.
+    pub(crate) fn maintain(&self) {
+        let rolled = std::mem::take(&mut *self.rolled.lock());
+        for space in rolled {
+            match space.rolled_at.swap(0, Ordering::Relaxed) {
+                0 => {}
+                t => self.reap(&space, t, false),
+            }
+        }
+    }
+
+    /// Drops every generation of `space` whose marks are all dead at `now`, the newest only if
+    /// `include_newest` (writers may be about to write into it). Each leaves the list, then the
+    /// catalog, before RocksDB drops it, so no reader looks it up meanwhile; one whose drop fails
+    /// goes back into the list, to be dropped by a later call.
+    pub(super) fn reap(&self, space: &Generations, now: u64, include_newest: bool) {
+        let dead: Vec<Generation> = {
+            let mut list = space.write();
+            let live = &mut list.live;
+            let candidates = live.len() - usize::from(!include_newest && !live.is_empty());
+            let first_live = (0..candidates)
+                .find(|&i| !space.window.range_expired(live[i].end, now))
+                .unwrap_or(candidates);
+            live.drain(..first_live).collect()
+        };
+        let failed = self.drop_generations(dead);
+        if failed.is_empty() {
+            return;
+        }
+        let mut list = space.write();
+        if list.dropped {
+            return; // orphans now, dropped at the next open
+        }
+        for g in failed {
+            let at = list.live.partition_point(|other| other.start < g.start);
+            list.live.insert(at, g);
+        }
+    }
+
+    /// Drops one generation: out of the catalog first, durably (a catalogued column family that
+    /// is gone would read as damage at the next open), then out of RocksDB.
+    pub(super) fn drop_generation(&self, g: &Generation) -> Result<()> {
+        let mut synced = WriteOptions::default();
+        synced.set_sync(true);
+        let drop = || {
+            if let Some(meta) = self.db.cf_handle(META_CF) {
+                self.db
+                    .delete_cf_opt(&meta, integrity::catalog_key(&g.name), &synced)?;
+            }
+            self.db.drop_cf(&g.name)
+        };
+        self.fallible(fault::Op::Drop, String::new, drop)
+    }
+
+    pub(super) fn count_failed_drop(&self) {
+        self.failed_drops.fetch_add(1, Ordering::Relaxed);
+    }
+}
