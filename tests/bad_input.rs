@@ -147,16 +147,17 @@ fn a_meta_record_from_another_format_version_is_incompatible() {
             found, expected, ..
         }) => {
             assert_eq!(found, "dedupstore format 9");
-            assert_eq!(expected, "dedupstore format 1..=2");
+            assert_eq!(expected, "dedupstore format 1..=3");
         }
         other => panic!("{other:?}"),
     }
 }
 
-/// A store of format 1 (marks without values) opens as it is and is upgraded to format 2, which
-/// older versions then refuse rather than misread a mark that carries a value.
+/// A store of format 1 (marks without values) or 2 (without namespaces) opens as it is and is
+/// upgraded to format 3, which older versions then refuse rather than misread a mark that
+/// carries a value or a namespace's column families.
 #[test]
-fn a_format_1_store_opens_and_is_upgraded() {
+fn a_format_1_or_2_store_opens_and_is_upgraded() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.check_and_mark("x").unwrap(), Outcome::New);
@@ -171,20 +172,22 @@ fn a_format_1_store_opens_and_is_upgraded() {
         (u32::from_le_bytes(meta[8..12].try_into().unwrap()), meta)
     };
     let (found, mut meta) = version(dir.path());
-    assert_eq!(found, 2);
-    meta[8..12].copy_from_slice(&1u32.to_le_bytes());
-    let sum = xxhash_rust::xxh3::xxh3_64(&meta[..40]);
-    meta[40..48].copy_from_slice(&sum.to_le_bytes());
-    overwrite_meta(dir.path(), &meta);
-    assert_eq!(version(dir.path()).0, 1);
+    assert_eq!(found, 3);
+    for older in [1u32, 2] {
+        meta[8..12].copy_from_slice(&older.to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&meta[..40]);
+        meta[40..48].copy_from_slice(&sum.to_le_bytes());
+        overwrite_meta(dir.path(), &meta);
+        assert_eq!(version(dir.path()).0, older);
 
-    let store = Store::open(dir.path()).unwrap();
-    assert!(matches!(
-        store.check_and_mark("x").unwrap(),
-        Outcome::Duplicate { .. }
-    ));
-    drop(store);
-    assert_eq!(version(dir.path()).0, 2, "the open upgraded the record");
+        let store = Store::open(dir.path()).unwrap();
+        assert!(matches!(
+            store.check_and_mark("x").unwrap(),
+            Outcome::Duplicate { .. }
+        ));
+        drop(store);
+        assert_eq!(version(dir.path()).0, 3, "the open upgraded the record");
+    }
 }
 
 #[test]

@@ -459,3 +459,130 @@ fn a_drop_racing_with_callers_gives_each_an_answer_or_a_clean_error() {
     assert!(fresh.contains("0-0").unwrap());
     assert!(!fresh.contains("0-1").unwrap());
 }
+
+/// Marks, checks, time, reopens and drops in any order, in the store's own space and two
+/// namespaces of other windows, under a manual clock, against a model of each space's marks:
+/// within each space's own window a mark is a duplicate, past it plus one slot it is new, and a
+/// drop forgets a namespace's marks.
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Window and slots of the store's space and of namespaces "a" and "b".
+    const SPACES: [(u64, u32); 3] = [(20_000, 20), (10_000, 10), (30_000, 10)];
+    const NAMES: [&str; 2] = ["a", "b"];
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Mark { space: usize, id: u8 },
+        Check { space: usize, id: u8 },
+        Advance(u64),
+        Reopen,
+        Drop(usize),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..3usize, 0..4u8).prop_map(|(space, id)| Op::Mark { space, id }),
+            2 => (0..3usize, 0..4u8).prop_map(|(space, id)| Op::Check { space, id }),
+            3 => (0..15_000u64).prop_map(Op::Advance),
+            1 => Just(Op::Reopen),
+            1 => (1..3usize).prop_map(Op::Drop),
+        ]
+    }
+
+    /// The store and its two namespaces, opened (and created) with their settings.
+    fn open_all(path: &Path, clock: &ManualClock) -> (Store, Vec<dedupstore::Namespace>) {
+        let (w, slots) = SPACES[0];
+        let store = Store::builder(path)
+            .window(Duration::from_millis(w))
+            .slots(slots)
+            .clock(clock.clone())
+            .open()
+            .unwrap();
+        let namespaces = NAMES
+            .iter()
+            .zip(&SPACES[1..])
+            .map(|(name, &(w, slots))| {
+                store
+                    .namespace(name)
+                    .window(Duration::from_millis(w))
+                    .slots(slots)
+                    .open()
+                    .unwrap()
+            })
+            .collect();
+        (store, namespaces)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn each_space_keeps_its_own_marks_for_its_own_window(
+            ops in proptest::collection::vec(op(), 1..50)
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = ManualClock::new(start());
+            let (mut store, mut namespaces) = open_all(dir.path(), &clock);
+            // Per space, per ID: when it was marked.
+            let mut marks = [[None::<u64>; 4]; 3];
+            let mut now = 0u64;
+            for op in ops {
+                match op {
+                    Op::Advance(ms) => {
+                        clock.advance(Duration::from_millis(ms));
+                        now += ms;
+                    }
+                    Op::Reopen => {
+                        drop((store, namespaces));
+                        (store, namespaces) = open_all(dir.path(), &clock);
+                    }
+                    Op::Drop(space) => {
+                        prop_assert!(store.drop_namespace(NAMES[space - 1]).unwrap());
+                        marks[space] = [None; 4];
+                        namespaces[space - 1] = store
+                            .namespace(NAMES[space - 1])
+                            .window(Duration::from_millis(SPACES[space].0))
+                            .slots(SPACES[space].1)
+                            .open()
+                            .unwrap();
+                    }
+                    Op::Mark { space, id } | Op::Check { space, id } => {
+                        let marking = matches!(op, Op::Mark { .. });
+                        let key = [id];
+                        // Marks answer with an outcome; checks with whether the ID is marked.
+                        let seen = match (space, marking) {
+                            (0, true) => Ok(store.check_and_mark(key).unwrap()),
+                            (0, false) => Err(store.contains(key).unwrap()),
+                            (s, true) => Ok(namespaces[s - 1].check_and_mark(key).unwrap()),
+                            (s, false) => Err(namespaces[s - 1].contains(key).unwrap()),
+                        };
+                        let (w, slots) = SPACES[space];
+                        let slot = w / u64::from(slots);
+                        let model = &mut marks[space][usize::from(id)];
+                        let age = model.map(|t0| now - t0);
+                        let duplicate = seen.is_err_and(|found| found)
+                            || seen.is_ok_and(|o| o != Outcome::New);
+                        match age {
+                            Some(age) if age < w => prop_assert!(
+                                duplicate,
+                                "space {space} id {id} marked {age} ms ago, window {w}: {seen:?}"
+                            ),
+                            Some(age) if age < w + slot => {}
+                            _ => prop_assert!(
+                                !duplicate,
+                                "space {space} id {id}, age {age:?}, window {w}: {seen:?}"
+                            ),
+                        }
+                        if let (Ok(Outcome::Duplicate { first_seen }), Some(t0)) = (seen, *model) {
+                            prop_assert_eq!(first_seen, start() + Duration::from_millis(t0));
+                        }
+                        if marking && !duplicate {
+                            *model = Some(now);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

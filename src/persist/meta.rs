@@ -16,9 +16,10 @@ use crate::error::{Error, Result};
 use xxhash_rust::xxh3::xxh3_64;
 
 /// The on-disk format this version writes. Version 2 added values to marks (a payload
-/// fingerprint, a claim's result; `persist::mark`); a version 1 store is read as it is and
+/// fingerprint, a claim's result; `persist::mark`), version 3 namespaces (their records and
+/// generations; `persist::namespaces`). A store of an older version is read as it is and
 /// upgraded at open by rewriting this record, after which older versions refuse it.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
 /// The oldest format this version reads.
 const OLDEST_READABLE: u32 = 1;
 const MAGIC: &[u8; 8] = b"DDUPSTOR";
@@ -143,13 +144,13 @@ mod tests {
             Err(Error::Corruption { .. })
         ));
         let mut future = good;
-        future[8] = 3;
+        future[8] = 4;
         match Meta::decode(&future, p) {
             Err(Error::IncompatibleFormat {
                 found, expected, ..
             }) => {
-                assert_eq!(found, "dedupstore format 3");
-                assert_eq!(expected, "dedupstore format 1..=2");
+                assert_eq!(found, "dedupstore format 4");
+                assert_eq!(expected, "dedupstore format 1..=3");
             }
             other => panic!("{other:?}"),
         }
