@@ -136,9 +136,10 @@ impl StoreBuilder {
         self
     }
 
-    /// The namespace that IDs are fingerprinted under. Default empty.
+    /// The seed that the store's own IDs are fingerprinted under. Default empty.
     ///
-    /// Fixed when the store is created: reopening with another namespace is an
+    /// This names the store's own ID space; for several independent ID spaces in one store, each
+    /// with its own window, use [`Store::namespace`] instead. Fixed when the store is created: reopening with another namespace is an
     /// [`Error::InvalidConfig`], since every stored mark would silently stop matching.
     pub fn namespace(mut self, namespace: impl AsRef<[u8]>) -> Self {
         self.namespace = namespace.as_ref().to_vec();

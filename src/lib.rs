@@ -38,6 +38,8 @@
 //! - claims for effects outside the store ([`Store::claim`]): one holder at a time under a
 //!   lease, a completion that stores a result for duplicates to get back, and payloads that
 //!   conflict instead of passing as duplicates (`docs/idempotency.md`);
+//! - [namespaces](Namespace): independent ID spaces in one store, each with its own window,
+//!   dropped whole when no longer needed;
 //! - crash-safe: every acknowledged write survives a process crash ([`Durability::Buffered`]) or
 //!   power loss ([`Durability::Synced`]);
 //! - memory-speed for IDs in the in-memory tier, bounded on disk by the window.
