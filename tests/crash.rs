@@ -4,7 +4,9 @@
 //! moment, reopens the store and checks that
 //!
 //! - every acknowledged transaction is fully there, and no transaction is partly there: each
-//!   stream's records are exactly a prefix `0..offset`, with the stored offset;
+//!   stream's records are exactly a prefix `0..offset`, with the stored offset, and the mark of
+//!   each (in the store's own space and in the writer's namespace, `ns-<writer>`, with a window
+//!   of its own);
 //! - marking any recovered ID again returns `Duplicate`;
 //! - the outbox holds exactly the committed events the relay had not acked, in commit order;
 //! - a claimer thread claims IDs with an hour's lease and completes them (alone, or in a
@@ -18,7 +20,9 @@
 #[path = "common/child.rs"]
 mod child;
 
-use dedupstore::{ClaimOutcome, CommitOutcome, Durability, Outcome, Store, Ticket, Transaction};
+use dedupstore::{
+    ClaimOutcome, CommitOutcome, Durability, Namespace, Outcome, Store, Ticket, Transaction,
+};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -66,10 +70,21 @@ fn durability(name: &str) -> Durability {
     }
 }
 
-/// One record-and-mark transaction of writer `t`: its `n`th message.
+/// Writer `t`'s namespace, created on first use.
+fn namespace(store: &Store, t: u32) -> Namespace {
+    store
+        .namespace(&format!("ns-{t}"))
+        .window(Duration::from_secs(7 * 24 * 3600))
+        .open()
+        .unwrap()
+}
+
+/// One record-and-mark transaction of writer `t`: its `n`th message, marked in the store's own
+/// space and in the writer's namespace.
 fn transaction(store: &Store, t: u32, n: u64) -> Transaction {
     let mut txn = store.transaction();
     txn.mark(id(t, n)).unwrap();
+    txn.mark_in(&namespace(store, t), id(t, n)).unwrap();
     txn.put("records", id(t, n), payload(t, n)).unwrap();
     txn.set_offset(&stream(t), 0, n + 1).unwrap();
     txn.outbox(payload(t, n));
@@ -220,6 +235,7 @@ fn verify(dir: &Path, mode: &str, reported: &Reported) -> (u64, u64) {
     let mut committed = HashMap::new();
     for t in 0..WRITERS {
         let offset = store.offset(&stream(t), 0).unwrap().unwrap_or(0);
+        let own = namespace(&store, t);
         for &n in reported.acked.get(&t).into_iter().flatten() {
             assert!(
                 n < offset,
@@ -230,6 +246,11 @@ fn verify(dir: &Path, mode: &str, reported: &Reported) -> (u64, u64) {
         for n in 0..offset + 2 * IN_FLIGHT as u64 {
             let row = store.get("records", id(t, n)).unwrap();
             let marked = store.contains(id(t, n)).unwrap();
+            assert_eq!(
+                own.contains(id(t, n)).unwrap(),
+                marked,
+                "writer {t} message {n}: the two marks of one transaction disagree"
+            );
             if n < offset {
                 assert_eq!(
                     row.as_deref(),
