@@ -10,7 +10,7 @@ mod common;
 
 use common::id;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dedupstore::{Outcome, Store};
+use dedupstore::{Namespace, Outcome, Store};
 
 /// Room in the in-memory tiers for every ID a run marks, as in a correctly sized deployment.
 const CAPACITY: u64 = 20_000_000;
@@ -18,18 +18,20 @@ const NAMESPACE_BUDGET: usize = 1 << 30;
 /// IDs marked before the duplicate benchmarks: more than they touch.
 const MARKED: u64 = 100_000;
 
-fn store(dir: &std::path::Path) -> Store {
-    Store::builder(dir).capacity(CAPACITY).open().unwrap()
-}
-
-fn new_id(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
+/// A store at `dir` and its namespace `orders`.
+fn open(dir: &std::path::Path) -> (Store, Namespace) {
+    let store = Store::builder(dir).capacity(CAPACITY).open().unwrap();
     let orders = store
         .namespace("orders")
         .memory_budget(NAMESPACE_BUDGET)
         .open()
         .unwrap();
+    (store, orders)
+}
+
+fn new_id(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, orders) = open(dir.path());
     let mut group = c.benchmark_group("new_id");
     group.throughput(Throughput::Elements(1));
     let mut next = 0u64;
@@ -51,12 +53,7 @@ fn new_id(c: &mut Criterion) {
 
 fn duplicate(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = store(dir.path());
-    let orders = store
-        .namespace("orders")
-        .memory_budget(NAMESPACE_BUDGET)
-        .open()
-        .unwrap();
+    let (store, orders) = open(dir.path());
     let ids: Vec<String> = (0..MARKED).map(id).collect();
     for chunk in ids.chunks(10_000) {
         store.check_and_mark_batch(chunk).unwrap();

@@ -3,8 +3,8 @@
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::settings::{
-    DEFAULT_BUDGET_PER_ID, Durability, MAX_SLOTS, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE,
-    MIN_ROCKSDB_BUDGET, MIN_WINDOW, ROCKSDB_SEVENTHS, Settings,
+    DEFAULT_BUDGET_PER_ID, Durability, MAX_STRIPES, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET,
+    ROCKSDB_SEVENTHS, Settings, check_window,
 };
 use crate::store::Store;
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ impl StoreBuilder {
 
     /// The retention window `W`: how long a marked ID stays a duplicate.
     ///
-    /// Default 24 hours; range [`MIN_WINDOW`] (1 s) ..= [`MAX_WINDOW`] (366 days), in whole
+    /// Default 24 hours; range [`MIN_WINDOW`](crate::MIN_WINDOW) (1 s) ..= [`MAX_WINDOW`](crate::MAX_WINDOW) (366 days), in whole
     /// milliseconds. A store may be reopened with another window: every stored mark is then
     /// judged by the new one (marks keep their exact time).
     pub fn window(mut self, window: Duration) -> Self {
@@ -81,7 +81,7 @@ impl StoreBuilder {
     /// How many slots the window is divided into: the time resolution `S = W / slots`.
     ///
     /// An ID checked between `W` and `W + S` after its mark may be answered either way; memory
-    /// of dead marks is reclaimed one slot at a time. Default 128; range 1 ..= [`MAX_SLOTS`],
+    /// of dead marks is reclaimed one slot at a time. Default 128; range 1 ..= [`MAX_SLOTS`](crate::MAX_SLOTS),
     /// and `S` must be at least 1 ms.
     pub fn slots(mut self, slots: u32) -> Self {
         self.slots = slots;
@@ -158,22 +158,7 @@ impl StoreBuilder {
 
     fn validate(self) -> Result<Settings> {
         let invalid = |what, detail: String| Err(Error::InvalidConfig { what, detail });
-        if self.window < MIN_WINDOW || self.window > MAX_WINDOW {
-            return invalid(
-                "window",
-                format!("{:?} is outside 1s..=366 days", self.window),
-            );
-        }
-        let window_ms = crate::clock::duration_millis(self.window);
-        if self.slots == 0 || self.slots > MAX_SLOTS || u64::from(self.slots) > window_ms {
-            return invalid(
-                "slots",
-                format!(
-                    "{} slots: need 1..={MAX_SLOTS} and at least 1 ms per slot",
-                    self.slots
-                ),
-            );
-        }
+        let window_ms = check_window(self.window, self.slots)?;
         if !self.stripes.is_power_of_two() || self.stripes > MAX_STRIPES {
             return invalid(
                 "stripes",
@@ -225,6 +210,7 @@ impl StoreBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::{MAX_SLOTS, MAX_WINDOW, MIN_WINDOW};
 
     fn check(b: StoreBuilder) -> Result<Settings> {
         b.validate()

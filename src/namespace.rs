@@ -97,7 +97,7 @@ impl NamespaceBuilder {
     /// The namespace's retention window. Default: the store's window. Range as
     /// [`StoreBuilder::window`](crate::StoreBuilder::window).
     pub fn window(mut self, window: Duration) -> Self {
-        self.wanted.window_ms = Some(u64::try_from(window.as_millis()).unwrap_or(u64::MAX));
+        self.wanted.window = Some(window);
         self
     }
 

@@ -2,7 +2,8 @@
 //! settings the layers below the builder read. A leaf: it imports nothing of the crate but the
 //! clock.
 
-use crate::clock::Clock;
+use crate::clock::{Clock, duration_millis};
+use crate::error::{Error, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +41,26 @@ pub const MIN_ROCKSDB_BUDGET: usize = 8 << 20;
 pub(crate) const DEFAULT_BUDGET_PER_ID: u64 = 56;
 /// RocksDB's share of the memory budget, in sevenths (16 of 56 bytes per ID by default).
 pub(crate) const ROCKSDB_SEVENTHS: usize = 2;
+
+/// Checks a retention window and the slots it is divided into (the store's or a namespace's);
+/// returns the window in milliseconds.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming `window` or `slots`.
+pub(crate) fn check_window(window: Duration, slots: u32) -> Result<u64> {
+    let invalid = |what, detail: String| Err(Error::InvalidConfig { what, detail });
+    if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
+        return invalid("window", format!("{window:?} is outside 1s..=366 days"));
+    }
+    let window_ms = duration_millis(window);
+    if slots == 0 || slots > MAX_SLOTS || u64::from(slots) > window_ms {
+        return invalid(
+            "slots",
+            format!("{slots} slots: need 1..={MAX_SLOTS} and at least 1 ms per slot"),
+        );
+    }
+    Ok(window_ms)
+}
 
 /// Validated settings.
 #[derive(Debug, Clone)]

@@ -3,13 +3,15 @@
 
 use super::Engine;
 use super::space::{Space, namespace_stripes};
+use crate::clock::duration_millis;
 use crate::error::{Error, Result};
 use crate::persist::{OpenedNamespace, check_name};
-use crate::settings::{MAX_SLOTS, MAX_WINDOW, MIN_BUDGET_PER_STRIPE, MIN_WINDOW};
+use crate::settings::{MIN_BUDGET_PER_STRIPE, check_window};
 use crate::window::Window;
 use parking_lot::RwLock;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The in-memory budget of a namespace that is not given one: 16 MiB.
 pub(crate) const DEFAULT_NAMESPACE_BUDGET: usize = 16 << 20;
@@ -23,7 +25,7 @@ pub(crate) struct Namespaces {
 /// the default (the store's window and slots, [`DEFAULT_NAMESPACE_BUDGET`]).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Wanted {
-    pub window_ms: Option<u64>,
+    pub window: Option<Duration>,
     pub slots: Option<u32>,
     pub memory_budget: Option<usize>,
 }
@@ -61,10 +63,20 @@ impl Engine {
             return matching(space, wanted);
         }
         let store = &self.store_space;
-        let window_ms = wanted.window_ms.unwrap_or(store.window.window_ms);
+        let window = wanted
+            .window
+            .unwrap_or(Duration::from_millis(store.window.window_ms));
         let slots = wanted.slots.unwrap_or(store.slots);
+        let window_ms = check_window(window, slots)?;
         let budget = wanted.memory_budget.unwrap_or(DEFAULT_NAMESPACE_BUDGET);
-        validate(window_ms, slots, budget)?;
+        if budget < MIN_BUDGET_PER_STRIPE {
+            return Err(Error::InvalidConfig {
+                what: "memory_budget",
+                detail: format!(
+                    "{budget} bytes; a namespace needs at least {MIN_BUDGET_PER_STRIPE}"
+                ),
+            });
+        }
         let opened = self.cold.create_namespace(
             name,
             Window::new(window_ms, slots),
@@ -120,7 +132,11 @@ fn matching(space: &Arc<Space>, wanted: Wanted) -> Result<Arc<Space>> {
             space.name.as_deref().unwrap_or_default()
         ),
     };
-    if let Some(asked) = wanted.window_ms.filter(|&w| w != window.window_ms) {
+    if let Some(asked) = wanted
+        .window
+        .map(duration_millis)
+        .filter(|&w| w != window.window_ms)
+    {
         return Err(differs(
             "window",
             format!("{asked} ms"),
@@ -141,31 +157,4 @@ fn matching(space: &Arc<Space>, wanted: Wanted) -> Result<Arc<Space>> {
         ));
     }
     Ok(Arc::clone(space))
-}
-
-/// Checks a new namespace's settings.
-fn validate(window_ms: u64, slots: u32, budget: usize) -> Result<()> {
-    let range = u64::try_from(MIN_WINDOW.as_millis()).unwrap_or(u64::MAX)
-        ..=u64::try_from(MAX_WINDOW.as_millis()).unwrap_or(u64::MAX);
-    if !range.contains(&window_ms) {
-        return Err(Error::InvalidConfig {
-            what: "window",
-            detail: format!("{window_ms} ms is outside {MIN_WINDOW:?} ..= {MAX_WINDOW:?}"),
-        });
-    }
-    if !(1..=MAX_SLOTS).contains(&slots) || window_ms / u64::from(slots) == 0 {
-        return Err(Error::InvalidConfig {
-            what: "slots",
-            detail: format!(
-                "{slots} slots of a {window_ms} ms window: need 1 ..= {MAX_SLOTS}, each at least 1 ms"
-            ),
-        });
-    }
-    if budget < MIN_BUDGET_PER_STRIPE {
-        return Err(Error::InvalidConfig {
-            what: "memory_budget",
-            detail: format!("{budget} bytes; a namespace needs at least {MIN_BUDGET_PER_STRIPE}"),
-        });
-    }
-    Ok(())
 }

@@ -72,8 +72,7 @@ impl Cold {
         self.catalog(&next.name)?;
         drop(options);
         space.write().live.push(next);
-        space.rolled(t);
-        self.rolled.lock().push(Arc::clone(space));
+        self.rolled.lock().push((Arc::clone(space), t));
         Ok(true)
     }
 
@@ -109,11 +108,8 @@ impl Cold {
     /// out a write stall.
     pub(crate) fn maintain(&self) {
         let rolled = std::mem::take(&mut *self.rolled.lock());
-        for space in rolled {
-            match space.rolled_at.swap(0, Ordering::Relaxed) {
-                0 => {}
-                t => self.reap(&space, t, false),
-            }
+        for (space, t) in rolled {
+            self.reap(&space, t, false);
         }
     }
 
@@ -145,9 +141,24 @@ impl Cold {
         }
     }
 
+    /// Drops each of `generations` ([`drop_generation`](Self::drop_generation)); returns those
+    /// whose drop failed, counted in [`failed_drops`](Self::failed_drops).
+    pub(super) fn drop_generations(&self, generations: Vec<Generation>) -> Vec<Generation> {
+        generations
+            .into_iter()
+            .filter(|g| {
+                let failed = self.drop_generation(g).is_err();
+                if failed {
+                    self.failed_drops.fetch_add(1, Ordering::Relaxed);
+                }
+                failed
+            })
+            .collect()
+    }
+
     /// Drops one generation: out of the catalog first, durably (a catalogued column family that
     /// is gone would read as damage at the next open), then out of RocksDB.
-    pub(super) fn drop_generation(&self, g: &Generation) -> Result<()> {
+    fn drop_generation(&self, g: &Generation) -> Result<()> {
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
         let drop = || {
@@ -158,9 +169,5 @@ impl Cold {
             self.db.drop_cf(&g.name)
         };
         self.fallible(fault::Op::Drop, String::new, drop)
-    }
-
-    pub(super) fn count_failed_drop(&self) {
-        self.failed_drops.fetch_add(1, Ordering::Relaxed);
     }
 }

@@ -8,7 +8,6 @@
 
 use crate::window::Window;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// How many generations a window is split into: disk holds at most this many plus two (the
 /// current one and one dead but not yet dropped), so about `1 + 2/8` windows of marks.
@@ -82,8 +81,6 @@ pub(crate) struct Generations {
     pub window: Window,
     pub span: u64,
     list: RwLock<List>,
-    /// The mark time of the last rollover whose dead generations are not dropped yet (0: none).
-    pub rolled_at: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -106,7 +103,6 @@ impl Generations {
                 live: found,
                 dropped: false,
             }),
-            rolled_at: AtomicU64::new(0),
         }
     }
 
@@ -126,11 +122,6 @@ impl Generations {
     /// The end of the newest generation: every mark made at or after it is yet to be written.
     pub(crate) fn complete_from(&self) -> u64 {
         self.read().live.iter().map(|g| g.end).max().unwrap_or(0)
-    }
-
-    /// Records that a rollover at mark time `t` may have left dead generations.
-    pub(crate) fn rolled(&self, t: u64) {
-        self.rolled_at.fetch_max(t, Ordering::Relaxed);
     }
 }
 

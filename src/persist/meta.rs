@@ -89,7 +89,7 @@ impl Meta {
 }
 
 /// `N` bytes of `bytes` from `at`; the caller has checked the length.
-fn field<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
+pub(super) fn field<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     let mut out = [0u8; N];
     out.copy_from_slice(&bytes[at..at + N]);
     out

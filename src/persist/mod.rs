@@ -83,8 +83,8 @@ pub(crate) struct Cold {
     clock_written: AtomicU64,
     /// Drops of dead generations that failed; each is retried.
     failed_drops: AtomicU64,
-    /// The ID spaces whose last rollover may have left dead generations to drop.
-    rolled: Mutex<Vec<Arc<Generations>>>,
+    /// Rollovers whose dead generations are not dropped yet: the space and the mark time.
+    rolled: Mutex<Vec<(Arc<Generations>, u64)>>,
     /// The next namespace's number; locked while a namespace is created.
     namespace_next: Mutex<u64>,
     #[cfg(any(test, fuzzing))]

@@ -12,6 +12,7 @@
 
 use super::generations::{Generation, Generations, STORE_SPACE};
 use super::layout::check_name;
+use super::meta::field;
 use super::{Cold, META_CF};
 use crate::error::{Error, Result};
 use crate::window::Window;
@@ -67,9 +68,8 @@ impl NamespaceRecord {
         let bytes: &[u8; LEN] = value
             .try_into()
             .map_err(|_| corrupt(format!("{} bytes, expected {LEN}", value.len())))?;
-        let u32_at = |at: usize| u32::from_le_bytes([0, 1, 2, 3].map(|i| bytes[at + i]));
-        let u64_at =
-            |at: usize| u64::from_le_bytes([0, 1, 2, 3, 4, 5, 6, 7].map(|i| bytes[at + i]));
+        let u32_at = |at| u32::from_le_bytes(field(bytes, at));
+        let u64_at = |at| u64::from_le_bytes(field(bytes, at));
         if u64_at(BODY) != xxh3_64(&bytes[..BODY]) {
             return Err(corrupt("checksum mismatch".into()));
         }
@@ -184,21 +184,6 @@ impl Cold {
         };
         self.drop_generations(dead);
         Ok(())
-    }
-
-    /// Drops `generations` (out of the catalog first, so that a drop a crash interrupts leaves
-    /// no catalogued column family missing); failures are counted and left for a later open.
-    pub(super) fn drop_generations(&self, generations: Vec<Generation>) -> Vec<Generation> {
-        generations
-            .into_iter()
-            .filter(|g| {
-                let failed = self.drop_generation(g).is_err();
-                if failed {
-                    self.count_failed_drop();
-                }
-                failed
-            })
-            .collect()
     }
 }
 
