@@ -51,8 +51,8 @@ fn consume(store: &Store, p: u32, until: u64) -> Result<u64, Box<dyn Error>> {
             .outbox(format!("order {} accepted", message.order));
         match txn.commit()? {
             CommitOutcome::Committed(_) => applied += 1,
-            CommitOutcome::Rejected(_) => {
-                // A redelivery: drop it, but move the offset past it.
+            _ => {
+                // Rejected, a redelivery: drop it, but move the offset past it.
                 let mut txn = store.transaction();
                 txn.set_offset(TOPIC, p, offset + 1)?;
                 let _ = txn.commit()?;

@@ -1,10 +1,10 @@
 //! The builder: every setting of a store, its default and its range.
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, SystemClock, duration_millis};
 use crate::error::{Error, Result};
 use crate::settings::{
-    DEFAULT_BUDGET_PER_ID, Durability, MAX_STRIPES, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET,
-    ROCKSDB_SEVENTHS, Settings, check_window,
+    DEFAULT_BUDGET_PER_ID, Durability, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE,
+    MIN_ROCKSDB_BUDGET, MIN_WINDOW, ROCKSDB_SEVENTHS, Settings, check_window,
 };
 use crate::store::Store;
 use std::path::{Path, PathBuf};
@@ -51,6 +51,7 @@ pub struct StoreBuilder {
     pub(crate) capacity: u64,
     pub(crate) memory_budget: Option<usize>,
     pub(crate) namespace: Vec<u8>,
+    pub(crate) producer_idle: Option<Duration>,
 }
 
 impl StoreBuilder {
@@ -65,6 +66,7 @@ impl StoreBuilder {
             capacity: 1_000_000,
             memory_budget: None,
             namespace: Vec::new(),
+            producer_idle: None,
         }
     }
 
@@ -146,6 +148,18 @@ impl StoreBuilder {
         self
     }
 
+    /// How long a producer's sequence state ([`Store::accept`]) outlives its last accepted
+    /// sequence. A producer idle for longer is forgotten, in memory and on disk: its next
+    /// sequence is accepted whatever it is, as a new producer's first is.
+    ///
+    /// Default: the [`window`](Self::window); range [`MIN_WINDOW`](crate::MIN_WINDOW) (1 s)
+    /// ..= [`MAX_WINDOW`](crate::MAX_WINDOW) (366 days), in whole milliseconds. Not stored: a
+    /// store reopened with a shorter idle time forgets the producers idle for longer.
+    pub fn producer_idle(mut self, idle: Duration) -> Self {
+        self.producer_idle = Some(idle);
+        self
+    }
+
     /// Opens the store, creating it if the directory is missing or empty.
     ///
     /// # Errors
@@ -159,6 +173,16 @@ impl StoreBuilder {
     fn validate(self) -> Result<Settings> {
         let invalid = |what, detail: String| Err(Error::InvalidConfig { what, detail });
         let window_ms = check_window(self.window, self.slots)?;
+        let producer_idle_ms = match self.producer_idle {
+            Some(idle) if !(MIN_WINDOW..=MAX_WINDOW).contains(&idle) => {
+                return invalid(
+                    "producer_idle",
+                    format!("{idle:?} is outside 1s..=366 days"),
+                );
+            }
+            Some(idle) => duration_millis(idle),
+            None => window_ms,
+        };
         if !self.stripes.is_power_of_two() || self.stripes > MAX_STRIPES {
             return invalid(
                 "stripes",
@@ -203,6 +227,7 @@ impl StoreBuilder {
             hot_budget,
             rocksdb_budget: memory_budget - hot_budget,
             namespace: self.namespace,
+            producer_idle_ms,
         })
     }
 }
@@ -210,7 +235,7 @@ impl StoreBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::{MAX_SLOTS, MAX_WINDOW, MIN_WINDOW};
+    use crate::settings::MAX_SLOTS;
 
     fn check(b: StoreBuilder) -> Result<Settings> {
         b.validate()
@@ -227,6 +252,13 @@ mod tests {
         assert_eq!(s.memory_budget, 56_000_000);
         assert_eq!(s.hot_budget, 40_000_000);
         assert_eq!(s.rocksdb_budget, 16_000_000);
+        assert_eq!(
+            s.producer_idle_ms, s.window_ms,
+            "producers idle for a window"
+        );
+        let hour = Duration::from_secs(3600);
+        let set = check(builder().window(hour).producer_idle(2 * hour)).unwrap();
+        assert_eq!(set.producer_idle_ms, 7_200_000);
     }
 
     #[test]
@@ -260,6 +292,14 @@ mod tests {
             (builder().stripes(MAX_STRIPES * 2), "stripes"),
             (builder().capacity(0), "capacity"),
             (builder().memory_budget(1024), "memory_budget"),
+            (
+                builder().producer_idle(Duration::from_millis(999)),
+                "producer_idle",
+            ),
+            (
+                builder().producer_idle(MAX_WINDOW + Duration::from_millis(1)),
+                "producer_idle",
+            ),
             (
                 builder().stripes(1).memory_budget(MIN_ROCKSDB_BUDGET),
                 "memory_budget",

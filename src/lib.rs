@@ -40,6 +40,8 @@
 //!   conflict instead of passing as duplicates (`docs/idempotency.md`);
 //! - [namespaces](Namespace): independent ID spaces in one store, each with its own window,
 //!   dropped whole when no longer needed;
+//! - producer sequences ([`Store::accept`]): one high-water mark per ordered producer, with
+//!   duplicates and gaps told apart, alone or inside a transaction;
 //! - crash-safe: every acknowledged write survives a process crash ([`Durability::Buffered`]) or
 //!   power loss ([`Durability::Synced`]);
 //! - memory-speed for IDs in the in-memory tier, bounded on disk by the window.
@@ -75,6 +77,7 @@ mod namespace;
 mod outbox;
 mod outcome;
 mod persist;
+mod sequence;
 mod settings;
 mod settle;
 mod stats;
@@ -92,7 +95,7 @@ pub use error::{Error, Result};
 pub use id::{MAX_ID_LEN, fingerprint};
 pub use namespace::{Namespace, NamespaceBuilder};
 pub use outbox::Outbox;
-pub use outcome::{CommitOutcome, Conflict, Outcome, Receipt};
+pub use outcome::{CommitOutcome, Conflict, Outcome, Receipt, SequenceConflict, SequenceOutcome};
 pub use persist::{MAX_RESULT_LEN, MAX_STREAM_NAME, MAX_TABLE_NAME, OutboxEntry};
 pub use settings::{
     Durability, MAX_SLOTS, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET,

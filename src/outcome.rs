@@ -1,5 +1,5 @@
-//! What calls answer: [`Outcome`] for a check, [`CommitOutcome`] for a transaction. A leaf,
-//! so that every layer can name them.
+//! What calls answer: [`Outcome`] for a check, [`SequenceOutcome`] for a producer's sequence,
+//! [`CommitOutcome`] for a transaction. A leaf, so that every layer can name them.
 
 use bytes::Bytes;
 use std::ops::Range;
@@ -39,6 +39,11 @@ pub enum CommitOutcome {
     Committed(Receipt),
     /// Nothing was written: these marks were already present, or in flight.
     Rejected(Vec<Conflict>),
+    /// Nothing was written: these producer sequences
+    /// ([`Transaction::accept`](crate::Transaction::accept)) were not the next ones. A
+    /// transaction's sequences are checked after its marks, so this lists every producer that
+    /// kept it from committing, once its marks were all new.
+    OutOfSequence(Vec<SequenceConflict>),
 }
 
 /// What a committed transaction was given.
@@ -59,4 +64,39 @@ pub struct Conflict {
     pub namespace: Option<String>,
     /// [`Outcome::Duplicate`], [`Outcome::InFlight`] or [`Outcome::Conflict`].
     pub outcome: Outcome,
+}
+
+/// What [`Store::accept`](crate::Store::accept) found for a producer's sequence number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SequenceOutcome {
+    /// The next sequence of the producer (or the first of a producer the store does not know):
+    /// it is now the producer's high-water mark. Process the message.
+    Accepted,
+    /// At or below the producer's high-water mark: already accepted. Drop the message (and ack
+    /// it).
+    Duplicate {
+        /// The producer's high-water mark: the highest sequence accepted.
+        high_water: u64,
+    },
+    /// Beyond the next sequence: messages in between have not been accepted (lost, or still to
+    /// come). Nothing was accepted; hold the message or have it redelivered later.
+    Gap {
+        /// The sequence the producer is expected to send next: its high-water mark plus one.
+        expected: u64,
+    },
+    /// Another caller's accept of this producer is being written. Do not process the message,
+    /// and do not ack it: if that write fails, this sequence may still be the next one.
+    InFlight,
+}
+
+/// A producer sequence that kept a transaction from committing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SequenceConflict {
+    /// The producer, as given to [`Transaction::accept`](crate::Transaction::accept).
+    pub producer: Bytes,
+    /// The first of its sequences in the transaction (in numeric order) that was not accepted.
+    pub seq: u64,
+    /// [`SequenceOutcome::Duplicate`], [`SequenceOutcome::Gap`] or
+    /// [`SequenceOutcome::InFlight`].
+    pub outcome: SequenceOutcome,
 }

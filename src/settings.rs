@@ -77,4 +77,6 @@ pub(crate) struct Settings {
     pub hot_budget: usize,
     pub rocksdb_budget: usize,
     pub namespace: Vec<u8>,
+    /// How long a producer's sequence state outlives its last accept, in milliseconds.
+    pub producer_idle_ms: u64,
 }

@@ -31,6 +31,10 @@ pub struct Stats {
     /// in: `memory_budget` includes their in-memory budgets, `hot_*` their in-memory tiers,
     /// `generations` theirs.
     pub namespaces: usize,
+    /// Producers whose sequence high-water mark is held ([`Store::accept`](crate::Store::accept)),
+    /// idle ones not yet swept included. Each takes about 100 bytes of memory plus its name,
+    /// outside the memory budget; the producer idle time bounds how many there are.
+    pub producers: usize,
     /// Generations (column families of marks) on disk, dead ones not yet dropped included.
     pub generations: usize,
     /// Drops of dead generations that failed since open. None fails a write; each is retried

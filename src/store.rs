@@ -237,6 +237,7 @@ impl Store {
             claims_held: hot.leases,
             cold_lookups: hot.cold_lookups,
             namespaces: namespaces.len(),
+            producers: engine.producers(),
             generations: spaces().map(|s| s.generations.count()).sum(),
             failed_generation_drops: self.engine().cold.failed_drops(),
             commit_groups: commits.groups.load(Ordering::Relaxed),

@@ -2,11 +2,11 @@
 
 use crate::claim::{Claim, checked_result};
 use crate::commit::{Prepared, Ticket};
-use crate::engine::{Space, Unsettled, settle};
+use crate::engine::{PendingSequence, Space, Unsettled};
 use crate::error::{Error, Result};
-use crate::id::{Fingerprint, payload_fingerprint};
+use crate::id::{Fingerprint, MAX_ID_LEN, payload_fingerprint};
 use crate::namespace::Namespace;
-use crate::outcome::{CommitOutcome, Conflict, Outcome};
+use crate::outcome::{CommitOutcome, Conflict, Outcome, SequenceConflict};
 use crate::persist::{MarkValue, Offset, Row, Staged, offset_key, table_cf};
 use crate::store::Store;
 use bytes::Bytes;
@@ -15,7 +15,8 @@ use std::sync::Arc;
 /// Marks, table rows, consumer offsets and outbox events, committed as one atomic write.
 ///
 /// Made by [`Store::transaction`]. After any crash, all of it is on disk or none of it. If any
-/// mark is a duplicate (or in flight), nothing is written and the outcome names those IDs.
+/// mark is a duplicate (or in flight), or any producer sequence is not the next one, nothing is
+/// written and the outcome names those IDs or sequences.
 ///
 /// ```
 /// use dedupstore::{CommitOutcome, Store};
@@ -29,7 +30,7 @@ use std::sync::Arc;
 ///     .outbox("{\"debited\": \"alice\"}");
 /// match txn.commit()? {
 ///     CommitOutcome::Committed(receipt) => println!("outbox events {:?}", receipt.outbox),
-///     CommitOutcome::Rejected(conflicts) => println!("already done: {conflicts:?}"),
+///     refused => println!("nothing written: {refused:?}"),
 /// }
 /// assert_eq!(store.get("balances", "alice")?.as_deref(), Some(&b"90"[..]));
 /// assert_eq!(store.offset("payments", 0)?, Some(1_043));
@@ -42,6 +43,8 @@ pub struct Transaction {
     marks: Vec<Marking>,
     /// Claims the transaction completes; dropped uncommitted, they are released.
     claims: Vec<Claim>,
+    /// Producer sequences to accept, in the order given.
+    sequences: Vec<(Bytes, u64)>,
     staged: Staged,
 }
 
@@ -71,6 +74,7 @@ impl Transaction {
             store,
             marks: Vec::new(),
             claims: Vec::new(),
+            sequences: Vec::new(),
             staged: Staged::default(),
         }
     }
@@ -203,6 +207,44 @@ impl Transaction {
         Ok(self)
     }
 
+    /// Accepts sequence number `seq` of `producer`, if the transaction commits: as
+    /// [`Store::accept`], atomically with the rest of the transaction. If it is not the
+    /// producer's next sequence, nothing is written and the outcome is
+    /// [`CommitOutcome::OutOfSequence`].
+    ///
+    /// One transaction may accept several sequences of a producer: taken in numeric order (a
+    /// sequence given twice counts once), they must all be new and follow each other.
+    ///
+    /// ```
+    /// use dedupstore::{CommitOutcome, SequenceOutcome, Store};
+    /// # let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let mut txn = store.transaction();
+    /// txn.accept("sensor-7", 0)?.accept("sensor-7", 1)?.put("readings", "sensor-7", "21.5")?;
+    /// assert!(matches!(txn.commit()?, CommitOutcome::Committed(_)));
+    ///
+    /// let mut late = store.transaction();
+    /// late.accept("sensor-7", 3)?.put("readings", "sensor-7", "22.0")?;
+    /// match late.commit()? {
+    ///     CommitOutcome::OutOfSequence(refused) => {
+    ///         assert_eq!(refused[0].outcome, SequenceOutcome::Gap { expected: 2 });
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// assert_eq!(store.get("readings", "sensor-7")?.as_deref(), Some(&b"21.5"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) unless `producer` is
+    /// 1..=[`MAX_ID_LEN`](crate::MAX_ID_LEN) bytes; the transaction is unchanged.
+    pub fn accept(&mut self, producer: impl AsRef<[u8]>, seq: u64) -> Result<&mut Self> {
+        let producer = producer.as_ref();
+        check_producer(producer)?;
+        self.sequences.push((Bytes::copy_from_slice(producer), seq));
+        Ok(self)
+    }
+
     /// Sets `key` to `value` in the consumer's table `table` (created on first use).
     ///
     /// # Errors
@@ -288,11 +330,11 @@ impl Transaction {
     /// store ([`Error::Poisoned`](crate::Error::Poisoned) until reopened).
     pub fn commit(mut self) -> Result<CommitOutcome> {
         match self.prepare()? {
-            Ok(prepared) => match self.store.committer().try_commit_now(prepared) {
-                Ok(outcome) => outcome,
-                Err(prepared) => queue(&self.store, prepared)?.wait(),
+            Ok(prepared) => match self.store.committer().try_commit_now(&prepared) {
+                Some(outcome) => outcome,
+                None => queue(&self.store, prepared)?.wait(),
             },
-            Err(conflicts) => Ok(CommitOutcome::Rejected(conflicts)),
+            Err(refused) => Ok(refused),
         }
     }
 
@@ -311,13 +353,13 @@ impl Transaction {
     pub fn submit(mut self) -> Result<Ticket> {
         match self.prepare()? {
             Ok(prepared) => queue(&self.store, prepared),
-            Err(conflicts) => Ok(Ticket::ready(Ok(CommitOutcome::Rejected(conflicts)))),
+            Err(refused) => Ok(Ticket::ready(Ok(refused))),
         }
     }
 
-    /// Claims the marks: the transaction ready to write, or the conflicts that reject it (then
-    /// nothing stays claimed).
-    fn prepare(&mut self) -> Result<Result<Prepared, Vec<Conflict>>> {
+    /// Claims the marks, then the producers: the transaction ready to write, or the outcome that
+    /// rejects it (then nothing stays claimed).
+    fn prepare(&mut self) -> Result<Result<Prepared, CommitOutcome>> {
         let engine = self.store.engine();
         // Claims are taken in fingerprint order and stop at the first conflict, so of two
         // transactions that share IDs, the one that claims the smallest shared ID first gets
@@ -341,21 +383,34 @@ impl Transaction {
         if !conflicts.is_empty() {
             drop(claims);
             conflicts.sort_unstable_by_key(|c| c.0);
-            return Ok(Err(conflicts
-                .into_iter()
-                .map(|(i, outcome)| Conflict {
-                    id: self.marks[i].id.clone(),
-                    namespace: self.marks[i].space.name.clone(),
-                    outcome,
-                })
-                .collect()));
+            return Ok(Err(CommitOutcome::Rejected(
+                conflicts
+                    .into_iter()
+                    .map(|(i, outcome)| Conflict {
+                        id: self.marks[i].id.clone(),
+                        namespace: self.marks[i].space.name.clone(),
+                        outcome,
+                    })
+                    .collect(),
+            )));
+        }
+        let refused = self.accept_sequences(&mut claims);
+        if !refused.is_empty() {
+            drop(claims);
+            return Ok(Err(CommitOutcome::OutOfSequence(refused)));
         }
         // Every mark was new, so each claimed one entry, in `order`.
-        debug_assert_eq!(claims.claims().len(), order.len());
+        debug_assert_eq!(claims.claimed().marks.len(), order.len());
         let mut staged = std::mem::take(&mut self.staged);
+        staged.sequences = claims
+            .claimed()
+            .sequences
+            .iter()
+            .map(PendingSequence::staged)
+            .collect();
         staged.marks = order
             .iter()
-            .zip(claims.claims())
+            .zip(&claims.claimed().marks)
             .map(|(&i, c)| {
                 let m = &self.marks[i];
                 c.staged(MarkValue {
@@ -376,14 +431,54 @@ impl Transaction {
     }
 }
 
+/// Checks a producer's name: 1..=[`MAX_ID_LEN`] bytes, as an ID.
+pub(crate) fn check_producer(producer: &[u8]) -> Result<()> {
+    if producer.is_empty() || producer.len() > MAX_ID_LEN {
+        return Err(Error::InvalidArgument {
+            what: "producer",
+            detail: format!("{} bytes, a producer is 1..={MAX_ID_LEN}", producer.len()),
+        });
+    }
+    Ok(())
+}
+
 /// Hands a prepared transaction to the committer.
 fn queue(store: &Store, prepared: Prepared) -> Result<Ticket> {
     store.committer().submit(prepared).map_err(|unsent| {
-        settle(&unsent, false);
+        store.engine().settle(&unsent, false);
         Error::Poisoned {
             cause: "the committer thread has stopped".into(),
         }
     })
+}
+
+impl Transaction {
+    /// Claims each producer's sequences into `claims`, producers in byte order (one global
+    /// order, as for marks) and each one's sequences in numeric order. Returns the sequences
+    /// refused: after the first, the other producers are only looked at, to name them all.
+    fn accept_sequences(&self, claims: &mut Unsettled<'_>) -> Vec<SequenceConflict> {
+        let mut sequences = self.sequences.clone();
+        sequences.sort_unstable();
+        sequences.dedup();
+        let mut refused = Vec::new();
+        for run in sequences.chunk_by(|a, b| a.0 == b.0) {
+            let producer = &run[0].0;
+            let seqs: Vec<u64> = run.iter().map(|&(_, seq)| seq).collect();
+            let judged = if refused.is_empty() {
+                claims.accept(producer, &seqs)
+            } else {
+                self.store.engine().judge_sequences(producer, &seqs)
+            };
+            if let Err((seq, outcome)) = judged {
+                refused.push(SequenceConflict {
+                    producer: producer.clone(),
+                    seq,
+                    outcome,
+                });
+            }
+        }
+        refused
+    }
 }
 
 /// The order in which a transaction claims its marks: by ID space and fingerprint, the same
@@ -402,6 +497,7 @@ impl std::fmt::Debug for Transaction {
         f.debug_struct("Transaction")
             .field("marks", &self.marks.len())
             .field("claims", &self.claims.len())
+            .field("sequences", &self.sequences.len())
             .field("rows", &self.staged.rows.len())
             .field("offsets", &self.staged.offsets.len())
             .field("outbox", &self.staged.outbox.len())

@@ -271,7 +271,7 @@ fn a_payload_that_differs_under_one_id_is_a_conflict() {
         CommitOutcome::Rejected(conflicts) => {
             assert!(matches!(conflicts[0].outcome, Outcome::Conflict { .. }));
         }
-        CommitOutcome::Committed(_) => panic!("committed over a conflicting payload"),
+        other => panic!("{other:?}: committed over a conflicting payload"),
     }
     assert_eq!(store.get("t", "k").unwrap(), None);
 
@@ -359,7 +359,7 @@ fn a_claim_completes_inside_a_transaction_all_or_nothing() {
             assert_eq!(conflicts[0].id, "refund-5");
             assert_eq!(conflicts[0].outcome, Outcome::InFlight);
         }
-        CommitOutcome::Committed(_) => panic!("committed a lost claim"),
+        other => panic!("{other:?}: committed a lost claim"),
     }
     assert_eq!(store.get("refunds", "refund-5").unwrap(), None);
     other.release();

@@ -24,6 +24,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("namespace", 7),
     ("txn", 8),
     ("config", 9),
+    ("sequence", 9),
     ("cli", 10),
     ("fuzz", 10),
 ];

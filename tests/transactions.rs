@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 fn committed(outcome: CommitOutcome) -> std::ops::Range<u64> {
     match outcome {
         CommitOutcome::Committed(receipt) => receipt.outbox,
-        CommitOutcome::Rejected(c) => panic!("rejected: {c:?}"),
+        refused => panic!("{refused:?}"),
     }
 }
 
@@ -84,7 +84,7 @@ fn a_duplicate_rejects_everything_and_is_named() {
                     .all(|c| matches!(c.outcome, Outcome::Duplicate { .. }))
             );
         }
-        CommitOutcome::Committed(_) => panic!("committed a duplicate"),
+        other => panic!("{other:?}: committed a duplicate"),
     }
     assert!(!store.contains("b").unwrap(), "the new mark was released");
     assert_eq!(store.get("rows", "k").unwrap(), None);

@@ -121,8 +121,9 @@ fn consume(store: &Store, stream: &Stream, mut acked: impl FnMut(u64)) -> Result
                     }
                     continue;
                 }
-                CommitOutcome::Rejected(_) => {
-                    // A duplicate: drop it, committing only the offset.
+                CommitOutcome::Rejected(_) | CommitOutcome::OutOfSequence(_) => {
+                    // A duplicate (the demo accepts no producer sequences): drop it, committing
+                    // only the offset.
                     let mut txn = store.transaction();
                     txn.set_offset(&stream.name(), PARTITION, i + 1)?;
                     Some(txn.submit()?)
@@ -146,10 +147,11 @@ fn consume(store: &Store, stream: &Stream, mut acked: impl FnMut(u64)) -> Result
 }
 
 fn settle((i, ticket): (u64, Option<Ticket>), acked: &mut impl FnMut(u64)) -> Result<()> {
-    if let Some(ticket) = ticket
-        && let CommitOutcome::Rejected(c) = ticket.wait()?
-    {
-        return Err(format!("delivery {i} rejected in flight: {c:?}").into());
+    if let Some(ticket) = ticket {
+        let outcome = ticket.wait()?;
+        if !matches!(outcome, CommitOutcome::Committed(_)) {
+            return Err(format!("delivery {i} rejected in flight: {outcome:?}").into());
+        }
     }
     acked(i);
     Ok(())

@@ -19,7 +19,7 @@ pub(crate) use ticket::Completion;
 pub use ticket::Ticket;
 use ticket::{SPIN, spin_until};
 
-use crate::engine::{Engine, PendingMark};
+use crate::engine::{Claimed, Engine};
 use crate::error::{Error, Result};
 use crate::outcome::{CommitOutcome, Receipt};
 use crate::persist::Staged;
@@ -43,10 +43,10 @@ const WAITER_WRITES_UP_TO: usize = 16;
 const NAP_MIN: Duration = Duration::from_micros(50);
 const NAP_MAX: Duration = Duration::from_millis(1);
 
-/// A transaction ready to be written: its writes and its claimed marks.
+/// A transaction ready to be written: its writes and what it claimed.
 pub(crate) struct Prepared {
     pub staged: Staged,
-    pub claims: Vec<PendingMark>,
+    pub claims: Claimed,
 }
 
 /// A prepared transaction handed to the committer.
@@ -130,7 +130,7 @@ impl Committer {
 
     /// Queues a prepared transaction for the committer. Gives its claims back if the committer
     /// has stopped.
-    pub(crate) fn submit(&self, prepared: Prepared) -> Result<Ticket, Vec<PendingMark>> {
+    pub(crate) fn submit(&self, prepared: Prepared) -> Result<Ticket, Claimed> {
         let Some(sender) = &self.sender else {
             return Err(prepared.claims);
         };
@@ -144,16 +144,11 @@ impl Committer {
     }
 
     /// Writes a prepared transaction in the caller's thread if nothing is queued or being
-    /// written; otherwise gives it back to be submitted.
-    pub(crate) fn try_commit_now(
-        &self,
-        prepared: Prepared,
-    ) -> Result<Result<CommitOutcome>, Prepared> {
-        let Some(token) = self.shared.writer.try_lock() else {
-            return Err(prepared);
-        };
+    /// written; otherwise returns `None`, and it is the caller's to submit.
+    pub(crate) fn try_commit_now(&self, prepared: &Prepared) -> Option<Result<CommitOutcome>> {
+        let token = self.shared.writer.try_lock()?;
         if self.shared.unfinished.load(Ordering::Acquire) != 0 {
-            return Err(prepared);
+            return None;
         }
         let started = Instant::now();
         let written = self
@@ -163,7 +158,7 @@ impl Committer {
         self.shared.counters.record(1, started.elapsed());
         drop(token);
         self.shared.engine.cold.maintain();
-        Ok(written.map(|mut outboxes| {
+        Some(written.map(|mut outboxes| {
             CommitOutcome::Committed(Receipt {
                 outbox: outboxes.pop().unwrap_or_default(),
             })
@@ -235,8 +230,7 @@ impl Shared {
         self.unfinished.fetch_sub(group.len(), Ordering::AcqRel);
         let written = {
             let staged: Vec<&Staged> = group.iter().map(|r| &r.prepared.staged).collect();
-            let claims: Vec<&[PendingMark]> =
-                group.iter().map(|r| &r.prepared.claims[..]).collect();
+            let claims: Vec<&Claimed> = group.iter().map(|r| &r.prepared.claims).collect();
             self.engine.write_and_settle(&staged, &claims)
         };
         self.counters.record(group.len(), started.elapsed());

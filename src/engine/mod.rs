@@ -11,10 +11,11 @@
 use crate::clock::{StoreTime, from_unix_millis, unix_millis};
 use crate::error::{Error, Result};
 use crate::id::Fingerprint;
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, SequenceOutcome};
 use crate::persist::{Cold, MarkValue, Staged, StagedMark};
 use crate::settings::Settings;
 use crate::wheel::{Hot, Stripe};
+use bytes::Bytes;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub(crate) struct Engine {
     pub store_space: Arc<Space>,
     /// The namespaces, by name.
     pub namespaces: Namespaces,
+    /// Producers' sequence high-water marks.
+    producers: Producers,
     /// How many stripes the store's own in-memory tier has: the most a namespace's has.
     stripes: usize,
     /// The store's memory budget (its own space and RocksDB), for `Stats`.
@@ -36,19 +39,30 @@ pub(crate) struct Engine {
     next_token: AtomicU64,
 }
 
+/// What a write claimed: pending marks and producers' pending accepts, settled once the write
+/// returns.
+#[derive(Debug, Default)]
+pub(crate) struct Claimed {
+    pub marks: Vec<PendingMark>,
+    pub sequences: Vec<PendingSequence>,
+}
+
 /// Claims taken and not yet handed to a write. Dropped with claims in it (an error, a
-/// conflict, a panic between claim and write), it settles them as failed, so no mark stays in
-/// flight and nothing stays pending in front of its stripe's expiry.
+/// conflict, a panic between claim and write), it settles them as failed, so no mark or
+/// producer stays in flight and nothing stays pending in front of its stripe's expiry.
 pub(crate) struct Unsettled<'e> {
     engine: &'e Engine,
-    claims: Vec<PendingMark>,
+    claims: Claimed,
 }
 
 impl<'e> Unsettled<'e> {
     pub(crate) fn new(engine: &'e Engine, capacity: usize) -> Self {
         Self {
             engine,
-            claims: Vec::with_capacity(capacity),
+            claims: Claimed {
+                marks: Vec::with_capacity(capacity),
+                sequences: Vec::new(),
+            },
         }
     }
 
@@ -59,7 +73,18 @@ impl<'e> Unsettled<'e> {
         fp: Fingerprint,
         payload: Option<u128>,
     ) -> Result<Outcome> {
-        self.engine.claim(space, fp, payload, &mut self.claims)
+        self.engine
+            .claim(space, fp, payload, &mut self.claims.marks)
+    }
+
+    /// [`Engine::accept`] into this set.
+    pub(crate) fn accept(
+        &mut self,
+        producer: &Bytes,
+        seqs: &[u64],
+    ) -> Result<(), (u64, SequenceOutcome)> {
+        self.engine
+            .accept(producer, seqs, &mut self.claims.sequences)
     }
 
     /// [`Engine::complete`] into this set.
@@ -71,22 +96,23 @@ impl<'e> Unsettled<'e> {
         payload: Option<u128>,
     ) -> Result<Outcome> {
         self.engine
-            .complete(space, fp, token, payload, &mut self.claims)
+            .complete(space, fp, token, payload, &mut self.claims.marks)
     }
 
-    pub(crate) fn claims(&self) -> &[PendingMark] {
+    /// What is claimed so far: marks and accepts, each in the order they were claimed.
+    pub(crate) fn claimed(&self) -> &Claimed {
         &self.claims
     }
 
     /// The claims, for a write that will settle them.
-    pub(crate) fn into_claims(mut self) -> Vec<PendingMark> {
+    pub(crate) fn into_claims(mut self) -> Claimed {
         std::mem::take(&mut self.claims)
     }
 }
 
 impl Drop for Unsettled<'_> {
     fn drop(&mut self) {
-        settle(&self.claims, false);
+        self.engine.settle(&self.claims, false);
     }
 }
 
@@ -124,6 +150,9 @@ impl Engine {
             settings.capacity,
             settings.hot_budget,
         )?;
+        let producers = opened
+            .cold
+            .load_producers(opened.now, settings.producer_idle_ms)?;
         let namespaces = opened
             .namespaces
             .into_iter()
@@ -134,6 +163,7 @@ impl Engine {
             time,
             store_space: Arc::new(store_space),
             namespaces: Namespaces::new(namespaces),
+            producers: Producers::new(settings.stripes, settings.producer_idle_ms, producers),
             stripes: settings.stripes,
             memory_budget: settings.memory_budget as u64,
             next_token: AtomicU64::new(1),
@@ -316,7 +346,7 @@ impl Engine {
     }
 
     /// Writes a group of transactions in one batch and settles every claim of the group
-    /// (`claims`, one slice per transaction): the one way a write of marks ends.
+    /// (`claims`, one per transaction): the one way a write of claims ends.
     ///
     /// A panic inside the write is caught here: its claims are settled as failed and the store
     /// is poisoned (the write's fate is unknown, as after a failed fsync), and the panic becomes
@@ -324,14 +354,25 @@ impl Engine {
     pub(crate) fn write_and_settle(
         &self,
         group: &[&Staged],
-        claims: &[&[PendingMark]],
+        claims: &[&Claimed],
     ) -> Result<Vec<Range<u64>>> {
         let written = panic::catch_unwind(AssertUnwindSafe(|| self.cold.write_staged(group)))
             .unwrap_or_else(|panic| Err(self.cold.poison_after_panic(panic.as_ref())));
         for c in claims {
-            settle(c, written.is_ok());
+            self.settle(c, written.is_ok());
         }
         written
+    }
+
+    /// Settles claims once their write returned: durable if `written`, forgotten otherwise.
+    pub(crate) fn settle(&self, claims: &Claimed, written: bool) {
+        settle_marks(&claims.marks, written);
+        self.settle_sequences(&claims.sequences, written);
+    }
+
+    /// Producers in memory, for `Stats`.
+    pub(crate) fn producers(&self) -> usize {
+        self.producers.len()
     }
 
     /// Writes the marks of `claims` in one batch, directly (not through the committer), each
@@ -341,12 +382,14 @@ impl Engine {
         mut claims: Unsettled<'_>,
         value: impl Fn(&PendingMark) -> MarkValue,
     ) -> Result<()> {
-        if claims.claims.is_empty() {
+        debug_assert!(claims.claims.sequences.is_empty());
+        if claims.claims.marks.is_empty() {
             return Ok(());
         }
-        let staged = Staged::marks(claims.claims.iter().map(|c| c.staged(value(c))).collect());
+        let marks = claims.claims.marks.iter().map(|c| c.staged(value(c)));
+        let staged = Staged::marks(marks.collect());
         let written = self.write_and_settle(&[&staged], &[&claims.claims]);
-        claims.claims.clear(); // settled
+        claims.claims.marks.clear(); // settled
         self.cold.maintain();
         written.map(drop)
     }
@@ -368,8 +411,8 @@ impl PendingMark {
     }
 }
 
-/// Settles claims once their write returned: durable if `written`, forgotten otherwise.
-pub(crate) fn settle(claims: &[PendingMark], written: bool) {
+/// Settles claimed marks once their write returned: durable if `written`, forgotten otherwise.
+fn settle_marks(claims: &[PendingMark], written: bool) {
     for c in claims {
         c.space.hot.stripe(c.fp).lock().settle(c.seq, written);
         c.space.hot.settled(c.fp).notify(usize::MAX);
@@ -417,6 +460,7 @@ fn answer(mark: &MarkValue, payload: Option<u128>) -> Outcome {
 
 mod claims;
 mod namespaces;
+mod producers;
 mod space;
 #[cfg(test)]
 mod tests;
@@ -424,4 +468,6 @@ mod tests;
 pub(crate) use claims::{Acquired, Flight};
 use namespaces::namespace_space;
 pub(crate) use namespaces::{Namespaces, Wanted};
+pub(crate) use producers::PendingSequence;
+use producers::Producers;
 pub(crate) use space::Space;

@@ -2,10 +2,10 @@
 //! disk. The first byte picks the decoder.
 
 use crate::error::Error;
-use crate::persist::MarkValue;
 use crate::persist::generations::Generation;
 use crate::persist::layout::{decode_u64, is_table_cf, table_cf};
 use crate::persist::meta::Meta;
+use crate::persist::{MarkValue, ProducerRecord};
 use std::path::Path;
 
 /// Decodes `data[1..]` as the stored value `data[0]` picks. A decoder must return a value that
@@ -15,7 +15,7 @@ pub fn codec(data: &[u8]) {
     let Some((&which, bytes)) = data.split_first() else {
         return;
     };
-    match which % 5 {
+    match which % 6 {
         // The meta record.
         0 => match Meta::decode(bytes, Path::new("fuzz")) {
             Ok(meta) => assert_eq!(meta.encode().as_slice(), bytes),
@@ -43,6 +43,12 @@ pub fn codec(data: &[u8]) {
             Ok(mark) => assert_eq!(mark.encode(), bytes),
             Err(Error::Corruption { what, .. }) => assert_eq!(what, "fuzz"),
             Err(other) => panic!("mark value: {other:?}"),
+        },
+        // A producer's record: its high-water mark and last accept time.
+        5 => match ProducerRecord::decode(b"fuzz", bytes) {
+            Ok(record) => assert_eq!(record.encode().as_slice(), bytes),
+            Err(Error::Corruption { what, .. }) => assert!(what.contains("\"fuzz\"")),
+            Err(other) => panic!("producer record: {other:?}"),
         },
         // Offsets, outbox keys, the outbox sequence, the clock high-water mark: all
         // are u64 big-endian.

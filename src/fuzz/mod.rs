@@ -13,6 +13,7 @@
 
 mod codec;
 mod ops;
+mod sequences;
 mod wheel;
 
 pub use codec::codec;

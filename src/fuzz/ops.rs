@@ -4,7 +4,8 @@
 //! (one ID, a batch, a flood that overflows the in-memory tier), contains, transactions (marks,
 //! rows, offsets, outbox events; committed alone or two submitted together), outbox peeks and
 //! acks, reads of rows and offsets, claims (acquired, completed with or without a result,
-//! extended, released, lost when their lease runs out and someone takes the ID over), clock
+//! extended, released, lost when their lease runs out and someone takes the ID over), producer
+//! sequences (alone and in transactions: accepted, duplicate, gaps, forgotten when idle), clock
 //! moves (time passing, wall-clock steps either way), close-and-reopen, and a fault armed at the
 //! Nth write, generation create or drop.
 //!
@@ -15,11 +16,12 @@
 //! that process); after a reopen they read as the disk holds them, all of a transaction or none.
 
 use super::next;
+use super::sequences::{self, Accepts, Producers};
 use crate::persist::generations::span;
 use crate::persist::{Op as Fault, Strike};
 use crate::{
     Claim, ClaimOutcome, CommitOutcome, Durability, Error, MIN_BUDGET_PER_STRIPE,
-    MIN_ROCKSDB_BUDGET, ManualClock, Outcome, Store,
+    MIN_ROCKSDB_BUDGET, ManualClock, Outcome, SequenceOutcome, Store,
 };
 use arbitrary::{Arbitrary, Unstructured};
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,6 +91,11 @@ enum Step {
         lease: u16,
     },
     Release(u8),
+    /// Accepts a sequence of a producer ([`sequences::producer_of`], [`sequences::sequence_of`]).
+    Accept {
+        producer: u8,
+        seq: u8,
+    },
 }
 
 #[derive(Arbitrary, Debug, Clone, Copy)]
@@ -119,6 +126,8 @@ struct Txn {
     rows: Vec<(u8, Option<u8>)>,
     offset: Option<(u8, u16)>,
     outbox: u8,
+    /// Producer sequences to accept (the first four).
+    accepts: Vec<(u8, u8)>,
 }
 
 /// One state the store may be in.
@@ -133,6 +142,7 @@ struct State {
     next_seq: u64,
     /// The result stored with an ID's latest mark, if it was a completion with one.
     results: BTreeMap<u32, u8>,
+    producers: Producers,
 }
 
 impl State {
@@ -140,8 +150,8 @@ impl State {
     fn summary(&self) -> String {
         let marks: BTreeMap<_, _> = self.marks.range(..1_000).collect();
         format!(
-            "marks {marks:?} rows {:?} offsets {:?} outbox {:?} next {}",
-            self.rows, self.offsets, self.outbox, self.next_seq
+            "marks {marks:?} rows {:?} offsets {:?} outbox {:?} next {} producers {:?}",
+            self.rows, self.offsets, self.outbox, self.next_seq, self.producers
         )
     }
 }
@@ -200,6 +210,8 @@ struct Model {
     log: Vec<String>,
     /// The claims held, by ID (leases live in memory, in every state alike).
     leases: BTreeMap<u32, Lease>,
+    /// Producers whose write failed since open: this process may answer them as either state.
+    unsure_producers: BTreeSet<u8>,
 }
 
 impl Model {
@@ -335,22 +347,24 @@ impl Model {
     }
 
     /// Checks a transaction's outcome against the model and applies it. `in_flight` holds the
-    /// IDs an earlier transaction of the same step had claimed, which may answer `InFlight`.
-    /// Its outbox events are numbered from `first_event`.
+    /// IDs and producers an earlier transaction of the same step had claimed, which may answer
+    /// `InFlight`. Its outbox events are numbered from `first_event`.
     fn transaction(
         &mut self,
         (txn, first_event): (&Txn, u32),
         result: &Result<CommitOutcome, Error>,
         struck: bool,
-        in_flight: &BTreeSet<u32>,
+        in_flight: (&BTreeSet<u32>, &BTreeSet<u8>),
         now: u64,
     ) {
         let distinct: BTreeSet<u32> = txn.marks.iter().map(|&m| small_id(m)).collect();
+        let accepts = sequences::accepts(&txn.accepts);
         let events = u32::from(txn.outbox % 4);
         match result {
             Ok(CommitOutcome::Committed(receipt)) => {
                 self.observe(&format!("commit {txn:?} -> {receipt:?}"), |m, s| {
-                    let fresh = distinct.iter().all(|&id| m.answers(s, id, now).new);
+                    let fresh = distinct.iter().all(|&id| m.answers(s, id, now).new)
+                        && m.all_accepted(s, &accepts, now);
                     let seqs = s.next_seq..s.next_seq + u64::from(events);
                     let numbered = if events == 0 {
                         receipt.outbox.is_empty()
@@ -366,6 +380,26 @@ impl Model {
                 for &id in &distinct {
                     self.settled_new(id, now);
                 }
+                for p in accepts.keys() {
+                    self.unsure_producers.remove(p);
+                }
+            }
+            Ok(CommitOutcome::OutOfSequence(refused)) => {
+                self.observe(
+                    &format!("commit {txn:?} -> out of sequence {refused:?}"),
+                    |m, s| {
+                        // Sequences are checked once every mark is claimed.
+                        distinct.iter().all(|&id| m.answers(s, id, now).new)
+                            && sequences::refusal_agrees(
+                                &s.producers,
+                                &accepts,
+                                refused,
+                                (&m.unsure_producers, in_flight.1),
+                                now,
+                                m.window,
+                            )
+                    },
+                );
             }
             Ok(CommitOutcome::Rejected(conflicts)) => {
                 self.observe(
@@ -380,7 +414,7 @@ impl Model {
                             let answers = m.answers(s, id, now);
                             let plausible = c.outcome != Outcome::New
                                 && (answers.allow(c.outcome)
-                                    || in_flight.contains(&id) && c.outcome == Outcome::InFlight);
+                                    || in_flight.0.contains(&id) && c.outcome == Outcome::InFlight);
                             if !plausible || !named.insert(id) {
                                 return false;
                             }
@@ -399,7 +433,11 @@ impl Model {
                 if !self.expect_failure(&format!("commit {txn:?}"), e, struck) {
                     return;
                 }
-                self.fork(&format!("commit {txn:?}"), |_, s| {
+                self.fork(&format!("commit {txn:?}"), |m, s| {
+                    // Written only if its sequences were the next ones.
+                    if !m.all_accepted(s, &accepts, now) {
+                        return Vec::new();
+                    }
                     let mut applied = s.clone();
                     apply_txn(&mut applied, txn, &distinct, first_event, now);
                     vec![applied]
@@ -407,7 +445,39 @@ impl Model {
                 for &id in &distinct {
                     self.unsure.entry(id).or_default().push(now);
                 }
+                self.unsure_producers.extend(accepts.keys());
             }
+        }
+    }
+
+    /// Whether every producer of `accepts` would be accepted in `state` at `now`.
+    fn all_accepted(&self, state: &State, accepts: &Accepts, now: u64) -> bool {
+        sequences::all_accepted(
+            &state.producers,
+            accepts,
+            &self.unsure_producers,
+            now,
+            self.window,
+        )
+    }
+
+    /// Checks the answer to an accept of `seq` of producer `p` and applies it.
+    fn accepted(&mut self, p: u8, seq: u64, outcome: SequenceOutcome, now: u64) {
+        let what = format!("accept {p}:{seq} at {now} -> {outcome:?}");
+        self.observe(&what, |m, s| {
+            let high = sequences::live_high(&s.producers, p, now, m.window);
+            let agrees = m.unsure_producers.contains(&p)
+                || match sequences::expected(high, &[seq]) {
+                    Ok(_) => outcome == SequenceOutcome::Accepted,
+                    Err((_, refused)) => outcome == refused,
+                };
+            if agrees && outcome == SequenceOutcome::Accepted {
+                s.producers.insert(p, (seq, now));
+            }
+            agrees
+        });
+        if outcome == SequenceOutcome::Accepted {
+            self.unsure_producers.remove(&p);
         }
     }
 
@@ -436,8 +506,8 @@ impl Model {
     }
 }
 
-/// Applies a written transaction: its marks (`ids`) at `now`, rows, offset and outbox events
-/// numbered from `first_event`.
+/// Applies a written transaction: its marks (`ids`) at `now`, rows, offset, outbox events
+/// numbered from `first_event` and producer sequences.
 fn apply_txn(state: &mut State, txn: &Txn, ids: &BTreeSet<u32>, first_event: u32, now: u64) {
     for &id in ids {
         mark(state, id, now, None);
@@ -461,6 +531,7 @@ fn apply_txn(state: &mut State, txn: &Txn, ids: &BTreeSet<u32>, first_event: u32
         state.outbox.insert(state.next_seq, first_event + i);
         state.next_seq += 1;
     }
+    sequences::apply(&mut state.producers, &sequences::accepts(&txn.accepts), now);
 }
 
 /// Marks `id` at `now` in `state`, with the result a completion stored (`None`: a plain mark, or
@@ -553,6 +624,7 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
             "window {window_ms} ms, {slots} slots, {stripes} stripes"
         )],
         leases: BTreeMap::new(),
+        unsure_producers: BTreeSet::new(),
     };
     // The claims held, by ID; they hold the store open, so a reopen drops them first.
     let mut claims: BTreeMap<u32, Claim> = BTreeMap::new();
@@ -606,7 +678,8 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
             Step::Commit(txn) => {
                 let events = m.number_events(&txn);
                 let result = build(store, &txn, events).and_then(crate::Transaction::commit);
-                m.transaction((&txn, events), &result, struck(), &BTreeSet::new(), now);
+                let none = (&BTreeSet::new(), &BTreeSet::new());
+                m.transaction((&txn, events), &result, struck(), none, now);
             }
             Step::SubmitPair(a, b) => {
                 let (a_events, b_events) = (m.number_events(&a), m.number_events(&b));
@@ -615,12 +688,18 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
                 let first = first.and_then(crate::Ticket::wait);
                 let second = second.and_then(crate::Ticket::wait);
                 let struck = struck();
-                m.transaction((&a, a_events), &first, struck, &BTreeSet::new(), now);
-                let claimed = match &first {
-                    Ok(CommitOutcome::Rejected(_)) => BTreeSet::new(),
-                    _ => a.marks.iter().map(|&n| small_id(n)).collect(),
+                let none = (&BTreeSet::new(), &BTreeSet::new());
+                m.transaction((&a, a_events), &first, struck, none, now);
+                let (claimed, producers) = match &first {
+                    Ok(CommitOutcome::Rejected(_) | CommitOutcome::OutOfSequence(_)) => {
+                        (BTreeSet::new(), BTreeSet::new())
+                    }
+                    _ => (
+                        a.marks.iter().map(|&n| small_id(n)).collect(),
+                        sequences::accepts(&a.accepts).into_keys().collect(),
+                    ),
                 };
-                m.transaction((&b, b_events), &second, struck, &claimed, now);
+                m.transaction((&b, b_events), &second, struck, (&claimed, &producers), now);
             }
             Step::Ack(n) => {
                 let up_to = if n == u8::MAX { u64::MAX } else { u64::from(n) };
@@ -703,6 +782,30 @@ fn run(setup: &Setup, steps: Vec<Step>, fault: Option<(Fault, u64, Strike)>) -> 
                     claim.release();
                     m.leases.remove(&id);
                     m.log.push(format!("release {id}"));
+                }
+            }
+            Step::Accept { producer, seq } => {
+                let (p, seq) = (
+                    sequences::producer_of(producer),
+                    sequences::sequence_of(seq),
+                );
+                match store.accept(sequences::producer_name(p), seq) {
+                    Ok(outcome) => m.accepted(p, seq, outcome, now),
+                    Err(e) => {
+                        let what = format!("accept {p}:{seq} at {now}");
+                        if m.expect_failure(&what, &e, struck()) {
+                            let accepts = Accepts::from([(p, vec![seq])]);
+                            m.fork(&what, |m, s| {
+                                if !m.all_accepted(s, &accepts, now) {
+                                    return Vec::new();
+                                }
+                                let mut applied = s.clone();
+                                sequences::apply(&mut applied.producers, &accepts, now);
+                                vec![applied]
+                            });
+                            m.unsure_producers.insert(p);
+                        }
+                    }
                 }
             }
             Step::Arm { op, after, strike } => {
@@ -915,6 +1018,15 @@ fn reopen(h: &mut Harness, m: &mut Model) -> bool {
     for partition in 0..4 {
         offset(store, m, partition);
     }
+    m.unsure_producers.clear();
+    for p in 0..3 {
+        let high = store
+            .high_water(sequences::producer_name(p))
+            .expect("a valid producer");
+        m.observe(&format!("producer {p} after reopen -> {high:?}"), |m, s| {
+            sequences::live_high(&s.producers, p, now, m.window) == high
+        });
+    }
     peek(store, m);
     spent
 }
@@ -970,6 +1082,10 @@ fn build(store: &Store, txn: &Txn, first_event: u32) -> crate::Result<crate::Tra
     for i in 0..u32::from(txn.outbox % 4) {
         t.outbox(payload(first_event + i));
     }
+    for &(producer, seq) in txn.accepts.iter().take(4) {
+        let p = sequences::producer_of(producer);
+        t.accept(sequences::producer_name(p), sequences::sequence_of(seq))?;
+    }
     Ok(t)
 }
 
@@ -1011,13 +1127,20 @@ mod tests {
 
     /// A workload that reaches every fault point: marks, transactions alone and in a group,
     /// an outbox ack, a flood past the in-memory budget, rollovers and drops of dead
-    /// generations. [`run`] reopens the store at the end and checks all of it.
+    /// generations, claims and producer sequences. [`run`] reopens the store at the end and
+    /// checks all of it.
+    #[allow(clippy::too_many_lines, reason = "a line or so per step")]
     fn workload() -> Vec<Step> {
         let txn = |marks: Vec<u8>, rows: Vec<(u8, Option<u8>)>, offset, outbox| Txn {
             marks,
             rows,
             offset,
             outbox,
+            accepts: Vec::new(),
+        };
+        let accepting = |marks: Vec<u8>, accepts: Vec<(u8, u8)>| Txn {
+            accepts,
+            ..txn(marks, vec![(6, Some(60))], None, 0)
         };
         vec![
             Step::Batch(vec![1, 2, 3]),
@@ -1085,6 +1208,38 @@ mod tests {
             Step::Complete {
                 id: 16,
                 result: Some(1),
+            },
+            // Producer sequences: next, duplicate, gap, several in a transaction, two
+            // transactions of one producer in flight together, forgotten once idle.
+            Step::Accept {
+                producer: 0,
+                seq: 0,
+            },
+            Step::Accept {
+                producer: 0,
+                seq: 1,
+            },
+            Step::Accept {
+                producer: 0,
+                seq: 1,
+            },
+            Step::Accept {
+                producer: 0,
+                seq: 5,
+            },
+            Step::Commit(accepting(vec![17], vec![(0, 3), (0, 2), (1, 4)])),
+            Step::Commit(accepting(vec![18], vec![(0, 4), (1, 7)])),
+            Step::SubmitPair(
+                accepting(vec![19], vec![(1, 5)]),
+                accepting(vec![20], vec![(1, 6), (2, 0)]),
+            ),
+            Step::Advance {
+                by: 2,
+                unit: Unit::Windows,
+            },
+            Step::Accept {
+                producer: 1,
+                seq: 2,
             },
         ]
     }

@@ -17,9 +17,10 @@ use xxhash_rust::xxh3::xxh3_64;
 
 /// The on-disk format this version writes. Version 2 added values to marks (a payload
 /// fingerprint, a claim's result; `persist::mark`), version 3 namespaces (their records and
-/// generations; `persist::namespaces`). A store of an older version is read as it is and
+/// generations; `persist::namespaces`), version 4 producer sequences (column family
+/// `producers`; `persist::producers`). A store of an older version is read as it is and
 /// upgraded at open by rewriting this record, after which older versions refuse it.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 4;
 /// The oldest format this version reads.
 const OLDEST_READABLE: u32 = 1;
 const MAGIC: &[u8; 8] = b"DDUPSTOR";
@@ -144,13 +145,13 @@ mod tests {
             Err(Error::Corruption { .. })
         ));
         let mut future = good;
-        future[8] = 4;
+        future[8] = 5;
         match Meta::decode(&future, p) {
             Err(Error::IncompatibleFormat {
                 found, expected, ..
             }) => {
-                assert_eq!(found, "dedupstore format 4");
-                assert_eq!(expected, "dedupstore format 1..=3");
+                assert_eq!(found, "dedupstore format 5");
+                assert_eq!(expected, "dedupstore format 1..=4");
             }
             other => panic!("{other:?}"),
         }

@@ -2,8 +2,8 @@
 //!
 //! Column families: `meta` (the [`meta`] record, the outbox's next sequence number and the
 //! [`namespaces`]' records), one per [`generations`] generation of marks (of the store's own ID
-//! space and of each namespace), `offsets`, `outbox`, and `table.<name>` for each of the
-//! consumer's tables ([`layout`]). `docs/format.md` describes the layout.
+//! space and of each namespace), `offsets`, `outbox`, [`producers`], and `table.<name>` for each
+//! of the consumer's tables ([`layout`]). `docs/format.md` describes the layout.
 //!
 //! Every write is one `WriteBatch` through the write-ahead log. The first write that fails
 //! poisons the store: every later write returns [`Error::Poisoned`], so a write whose fate is
@@ -19,6 +19,7 @@ pub(crate) mod mark;
 pub(crate) mod meta;
 mod namespaces;
 mod options;
+mod producers;
 mod staged;
 #[cfg(test)]
 mod tests;
@@ -31,7 +32,8 @@ pub(crate) use layout::{check_name, offset_key, table_cf};
 pub use mark::MAX_RESULT_LEN;
 pub(crate) use mark::MarkValue;
 pub(crate) use namespaces::OpenedNamespace;
-pub(crate) use staged::{Offset, Row, Staged, StagedMark};
+pub(crate) use producers::ProducerRecord;
+pub(crate) use staged::{Offset, Row, Staged, StagedMark, StagedSequence};
 
 use crate::error::{Error, Result};
 use crate::id::namespace_seed;
@@ -44,6 +46,7 @@ use layout::{OFFSETS_CF, OUTBOX_CF, decode_u64};
 use meta::Meta;
 use options::Sizing;
 use parking_lot::Mutex;
+use producers::PRODUCERS_CF;
 use rocksdb::{
     BoundColumnFamily, Cache, ColumnFamilyDescriptor, DBWithThreadMode, IteratorMode,
     MultiThreaded, Options, WriteBatch, WriteBufferManager, WriteOptions,
@@ -138,7 +141,7 @@ impl Cold {
         let (cache, write_buffers) = sizing.memory();
         let mut found = Vec::new();
         let mut descriptors: Vec<ColumnFamilyDescriptor> = Vec::new();
-        let always = [META_CF, OFFSETS_CF, OUTBOX_CF].map(str::to_owned);
+        let always = [META_CF, OFFSETS_CF, OUTBOX_CF, PRODUCERS_CF].map(str::to_owned);
         for name in existing.iter().chain(&always) {
             if descriptors.iter().any(|d| d.name() == name) {
                 continue;
@@ -362,7 +365,8 @@ impl Cold {
 
     /// Writes a group of transactions in one batch through the write-ahead log: marks into the
     /// newest generation (opening a new one when time has passed its end), rows into their
-    /// tables (created on first use), offsets, and outbox events numbered in commit order.
+    /// tables (created on first use), producers' high-water marks, offsets, and outbox events
+    /// numbered in commit order.
     /// Returns each transaction's outbox sequence numbers.
     pub(crate) fn write_staged(&self, group: &[&Staged]) -> Result<Vec<Range<u64>>> {
         self.check_poison()?;
@@ -419,6 +423,7 @@ impl Cold {
         let mut ranges = Vec::with_capacity(group.len());
         let mut encoded = Vec::new();
         let (offsets_cf, outbox_cf) = (self.cf(OFFSETS_CF)?, self.cf(OUTBOX_CF)?);
+        let producers_cf = self.cf(PRODUCERS_CF)?;
         for staged in group {
             for mark in &staged.marks {
                 let target = targets.iter().find(|(g, ..)| Arc::ptr_eq(g, &mark.space));
@@ -434,6 +439,9 @@ impl Cold {
                     Some(value) => batch.put_cf(cf, &row.key, value),
                     None => batch.delete_cf(cf, &row.key),
                 }
+            }
+            for sequence in &staged.sequences {
+                batch.put_cf(&producers_cf, &sequence.producer, sequence.record.encode());
             }
             for offset in &staged.offsets {
                 let value = offset.value.to_be_bytes();

@@ -2,6 +2,7 @@
 
 use super::generations::Generations;
 use super::mark::MarkValue;
+use super::producers::ProducerRecord;
 use crate::id::Fingerprint;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -12,6 +13,8 @@ pub(crate) struct Staged {
     pub marks: Vec<StagedMark>,
     /// Puts (`Some` value) and deletes (`None`) into the consumer's tables, by column family.
     pub rows: Vec<Row>,
+    /// Producers' new high-water marks, one per producer.
+    pub sequences: Vec<StagedSequence>,
     /// Offsets, in the order they were set.
     pub offsets: Vec<Offset>,
     /// Outbox payloads, in the order they were added.
@@ -24,6 +27,13 @@ pub(crate) struct StagedMark {
     pub space: Arc<Generations>,
     pub fp: Fingerprint,
     pub value: MarkValue,
+}
+
+/// A producer's high-water mark to store.
+#[derive(Debug)]
+pub(crate) struct StagedSequence {
+    pub producer: Bytes,
+    pub record: ProducerRecord,
 }
 
 /// A consumer offset to store.
