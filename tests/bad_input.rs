@@ -5,7 +5,7 @@
 #[path = "common/child.rs"]
 mod child;
 
-use dedupstore::{Error, Outcome, Store};
+use dedupstore::{Error, Outcome, SequenceOutcome, Store};
 use rocksdb::{DB, Options};
 use std::path::Path;
 
@@ -147,21 +147,30 @@ fn a_meta_record_from_another_format_version_is_incompatible() {
             found, expected, ..
         }) => {
             assert_eq!(found, "dedupstore format 9");
-            assert_eq!(expected, "dedupstore format 1..=3");
+            assert_eq!(expected, "dedupstore format 1..=4");
         }
         other => panic!("{other:?}"),
     }
 }
 
-/// A store of format 1 (marks without values) or 2 (without namespaces) opens as it is and is
-/// upgraded to format 3, which older versions then refuse rather than misread a mark that
-/// carries a value or a namespace's column families.
+/// A store of format 1 (marks without values), 2 (without namespaces) or 3 (without producer
+/// sequences, so without their column family) opens as it is and is upgraded to format 4,
+/// which older versions then refuse rather than misread a mark that carries a value or fail on
+/// a column family they do not know.
 #[test]
-fn a_format_1_or_2_store_opens_and_is_upgraded() {
+fn a_format_1_2_or_3_store_opens_and_is_upgraded() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     assert_eq!(store.check_and_mark("x").unwrap(), Outcome::New);
     drop(store);
+    // What an older version wrote: no `producers` column family, none in the catalog.
+    {
+        let names = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        let db = DB::open_cf(&Options::default(), dir.path(), &names).unwrap();
+        db.drop_cf("producers").unwrap();
+        db.delete_cf(&db.cf_handle("meta").unwrap(), b"cf/producers")
+            .unwrap();
+    }
     let version = |path: &Path| {
         let names = DB::list_cf(&Options::default(), path).unwrap();
         let db = DB::open_cf(&Options::default(), path, &names).unwrap();
@@ -172,8 +181,8 @@ fn a_format_1_or_2_store_opens_and_is_upgraded() {
         (u32::from_le_bytes(meta[8..12].try_into().unwrap()), meta)
     };
     let (found, mut meta) = version(dir.path());
-    assert_eq!(found, 3);
-    for older in [1u32, 2] {
+    assert_eq!(found, 4);
+    for older in [1u32, 2, 3] {
         meta[8..12].copy_from_slice(&older.to_le_bytes());
         let sum = xxhash_rust::xxh3::xxh3_64(&meta[..40]);
         meta[40..48].copy_from_slice(&sum.to_le_bytes());
@@ -185,8 +194,15 @@ fn a_format_1_or_2_store_opens_and_is_upgraded() {
             store.check_and_mark("x").unwrap(),
             Outcome::Duplicate { .. }
         ));
+        assert_eq!(
+            store.accept("p", u64::from(older)).unwrap(),
+            SequenceOutcome::Accepted
+        );
         drop(store);
-        assert_eq!(version(dir.path()).0, 3, "the open upgraded the record");
+        assert_eq!(version(dir.path()).0, 4, "the open upgraded the record");
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.high_water("p").unwrap(), Some(u64::from(older)));
+        drop(store);
     }
 }
 

@@ -6,7 +6,8 @@
 //! - every acknowledged transaction is fully there, and no transaction is partly there: each
 //!   stream's records are exactly a prefix `0..offset`, with the stored offset, and the mark of
 //!   each (in the store's own space and in the writer's namespace, `ns-<writer>`, with a window
-//!   of its own);
+//!   of its own); writers that commit one at a time also accept sequence `n` of their producer
+//!   in transaction `n`, and the producer's recovered high-water mark is the prefix's last;
 //! - marking any recovered ID again returns `Duplicate`;
 //! - the outbox holds exactly the committed events the relay had not acked, in commit order;
 //! - a claimer thread claims IDs with an hour's lease and completes them (alone, or in a
@@ -21,7 +22,8 @@
 mod child;
 
 use dedupstore::{
-    ClaimOutcome, CommitOutcome, Durability, Namespace, Outcome, Store, Ticket, Transaction,
+    ClaimOutcome, CommitOutcome, Durability, Namespace, Outcome, SequenceOutcome, Store, Ticket,
+    Transaction,
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{BufRead, BufReader, Write};
@@ -79,10 +81,24 @@ fn namespace(store: &Store, t: u32) -> Namespace {
         .unwrap()
 }
 
+/// Writer `t`'s producer.
+fn producer(t: u32) -> String {
+    format!("producer-{t}")
+}
+
+/// Whether writer `t` accepts its producer's sequences: those that commit one at a time.
+fn sequenced(t: u32) -> bool {
+    t.is_multiple_of(2)
+}
+
 /// One record-and-mark transaction of writer `t`: its `n`th message, marked in the store's own
-/// space and in the writer's namespace.
+/// space and in the writer's namespace, and accepted as sequence `n` of its producer if the
+/// writer commits one at a time (a producer has one write in flight at a time).
 fn transaction(store: &Store, t: u32, n: u64) -> Transaction {
     let mut txn = store.transaction();
+    if sequenced(t) {
+        txn.accept(producer(t), n).unwrap();
+    }
     txn.mark(id(t, n)).unwrap();
     txn.mark_in(&namespace(store, t), id(t, n)).unwrap();
     txn.put("records", id(t, n), payload(t, n)).unwrap();
@@ -269,6 +285,10 @@ fn verify(dir: &Path, mode: &str, reported: &Reported) -> (u64, u64) {
                 );
             }
         }
+        if sequenced(t) {
+            let high = store.high_water(producer(t)).unwrap();
+            assert_eq!(high, offset.checked_sub(1), "writer {t}'s producer");
+        }
         committed.insert(t, offset);
     }
     let total: u64 = committed.values().sum();
@@ -321,7 +341,18 @@ fn verify(dir: &Path, mode: &str, reported: &Reported) -> (u64, u64) {
 
     let claims = verify_claims(&store, reported);
 
-    // Every recovered ID is a duplicate, and the store takes new transactions.
+    // Every recovered ID and sequence is a duplicate, and the store takes new transactions.
+    for t in (0..WRITERS).filter(|&t| sequenced(t) && committed[&t] > 0) {
+        let last = committed[&t] - 1;
+        assert_eq!(
+            store.accept(producer(t), last).unwrap(),
+            SequenceOutcome::Duplicate { high_water: last }
+        );
+        assert_eq!(
+            store.accept(producer(t), last + 2).unwrap(),
+            SequenceOutcome::Gap { expected: last + 1 }
+        );
+    }
     for t in 0..WRITERS {
         for n in 0..committed[&t] {
             assert!(matches!(

@@ -263,7 +263,54 @@ fn judge(high: Option<u64>, seqs: &[u64]) -> Result<u64, (u64, SequenceOutcome)>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use SequenceOutcome::{Duplicate, Gap};
+    use SequenceOutcome::{Duplicate, Gap, InFlight};
+
+    /// While an accept of a producer is pending, other accepts of it are `InFlight` (a duplicate
+    /// excepted): no acceptance is built on a write that may fail. A failed write leaves the
+    /// producer as it was, a new one unknown.
+    #[test]
+    fn a_producer_has_one_accept_pending_and_a_failed_one_leaves_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(dir.path()).unwrap();
+        let engine = store.engine();
+        let p = Bytes::from_static(b"p");
+        let mut refused = Vec::new();
+
+        let mut first = Vec::new();
+        assert_eq!(engine.accept(&p, &[0], &mut first), Ok(()));
+        assert_eq!(engine.accept(&p, &[0], &mut refused), Err((0, InFlight)));
+        assert_eq!(engine.accept(&p, &[1], &mut refused), Err((1, InFlight)));
+        assert_eq!(engine.judge_sequences(&p, &[1]), Err((1, InFlight)));
+        engine.settle_sequences(&first, false);
+        assert_eq!(engine.high_water(&p), None);
+        assert_eq!(
+            engine.producers(),
+            0,
+            "a new producer whose write failed is forgotten"
+        );
+
+        let mut written = Vec::new();
+        assert_eq!(engine.accept(&p, &[3], &mut written), Ok(()));
+        engine.settle_sequences(&written, true);
+        assert_eq!(engine.high_water(&p), Some(3));
+        let mut pending = Vec::new();
+        assert_eq!(engine.accept(&p, &[4, 5], &mut pending), Ok(()));
+        assert_eq!(
+            engine.high_water(&p),
+            Some(3),
+            "not until its write returns"
+        );
+        assert_eq!(
+            engine.accept(&p, &[2], &mut refused),
+            Err((2, Duplicate { high_water: 3 })),
+            "a duplicate whatever the pending write does"
+        );
+        assert_eq!(engine.accept(&p, &[9], &mut refused), Err((9, InFlight)));
+        engine.settle_sequences(&pending, false);
+        assert_eq!(engine.high_water(&p), Some(3));
+        assert_eq!(engine.accept(&p, &[4], &mut written), Ok(()));
+        assert!(refused.is_empty(), "a refusal claims nothing");
+    }
 
     #[test]
     fn sequences_are_judged_against_the_high_water_mark() {
