@@ -3,7 +3,7 @@
 //! unknown producer starts anywhere; the mark survives a reopen; a producer idle for longer than
 //! the idle time is forgotten, in memory and on disk; a transaction's sequences commit with the
 //! rest of it or not at all; concurrent callers accept each sequence exactly once; bad
-//! producers are refused and change nothing.
+//! producers are refused and change nothing; a damaged producer record fails the open.
 
 use dedupstore::{CommitOutcome, Error, ManualClock, SequenceOutcome, Store};
 use std::path::Path;
@@ -270,4 +270,26 @@ fn bad_producers_are_refused_and_change_nothing() {
     assert_eq!(store.stats().producers, 0);
     let longest = vec![b'p'; dedupstore::MAX_ID_LEN];
     assert_eq!(store.accept(&longest, 0).unwrap(), Accepted);
+}
+
+#[test]
+fn a_damaged_producer_record_is_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.accept("sensor-7", 3).unwrap(), Accepted);
+    store.close().unwrap();
+    {
+        use rocksdb::{DB, Options};
+        let names = DB::list_cf(&Options::default(), dir.path()).unwrap();
+        let db = DB::open_cf(&Options::default(), dir.path(), &names).unwrap();
+        db.put_cf(&db.cf_handle("producers").unwrap(), b"sensor-7", [0; 9])
+            .unwrap();
+    }
+    match Store::open(dir.path()) {
+        Err(Error::Corruption { what, detail }) => {
+            assert!(what.contains("sensor-7"), "{what}");
+            assert!(detail.contains("9 bytes"), "{detail}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
