@@ -313,6 +313,11 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_is_the_size_the_operations_guide_quotes() {
+        assert_eq!(std::mem::size_of::<(Bytes, Producer)>(), 72);
+    }
+
+    #[test]
     fn sequences_are_judged_against_the_high_water_mark() {
         assert_eq!(
             judge(None, &[7]),
