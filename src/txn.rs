@@ -344,8 +344,11 @@ impl Transaction {
     /// transactions in flight this way; they commit in the order they were submitted. Blocks
     /// only if thousands are already queued.
     ///
-    /// While the ticket is pending, its marks are in flight: concurrent checks of them answer
-    /// [`Outcome::InFlight`], and transactions that share one are rejected.
+    /// While the ticket is pending, its marks and producers are in flight: concurrent checks of
+    /// them answer [`Outcome::InFlight`] (or [`SequenceOutcome::InFlight`]), and transactions
+    /// that share one are rejected.
+    ///
+    /// [`SequenceOutcome::InFlight`]: crate::SequenceOutcome::InFlight
     ///
     /// # Errors
     /// An error reading the disk while checking the marks (nothing is claimed), or

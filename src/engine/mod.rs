@@ -1,6 +1,7 @@
 //! [`Engine`]: the state every `Store` handle and the committer share (the cold tier, the
 //! store's time, its ID spaces: the store's own and its namespaces', each with its in-memory
-//! tier) and the claim protocol that makes check-and-mark exact.
+//! tier; its producers' high-water marks) and the claim protocol that makes check-and-mark (and
+//! accepting a sequence, in [`producers`]) exact.
 //!
 //! A mark is *claimed* under its stripe lock: looked up and inserted as a pending entry, so that
 //! concurrent callers see it in flight. If the stripe's miss is not authoritative, the disk is
