@@ -132,6 +132,44 @@ fn idle_producers_are_swept_from_memory_and_disk() {
     assert_eq!(store.high_water("new-0").unwrap(), Some(0));
 }
 
+/// A sweep racing with accepts of the producers it finds idle: an idle producer accepted again
+/// while the sweep runs keeps its new record, on disk too (the sweep deletes a stripe's records
+/// while holding the stripe, so no accept of them lands between finding and deleting).
+#[test]
+fn a_sweep_never_deletes_a_record_written_during_it() {
+    const OLD: usize = 2_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(start());
+    let store = open(dir.path(), &clock, IDLE);
+    for n in 0..OLD {
+        assert_eq!(store.accept(format!("old-{n}"), 0).unwrap(), Accepted);
+    }
+    clock.advance(IDLE);
+    std::thread::scope(|s| {
+        // Past the table's next doubling, which sweeps every old producer as idle.
+        s.spawn(|| {
+            for n in 0..200 {
+                assert_eq!(store.accept(format!("new-{n}"), 0).unwrap(), Accepted);
+            }
+        });
+        s.spawn(|| {
+            for n in 0..OLD {
+                assert_eq!(store.accept(format!("old-{n}"), 5).unwrap(), Accepted);
+            }
+        });
+    });
+    store.close().unwrap();
+    let store = open(dir.path(), &clock, IDLE * 1_000);
+    for n in 0..OLD {
+        assert_eq!(
+            store.high_water(format!("old-{n}")).unwrap(),
+            Some(5),
+            "old-{n}"
+        );
+    }
+    assert_eq!(store.stats().producers, OLD + 200);
+}
+
 #[test]
 fn a_transaction_accepts_with_the_rest_of_it_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
