@@ -1,10 +1,10 @@
 //! The builder: every setting of a store, its default and its range.
 
-use crate::clock::{Clock, SystemClock, duration_millis};
+use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::settings::{
-    DEFAULT_BUDGET_PER_ID, Durability, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE,
-    MIN_ROCKSDB_BUDGET, MIN_WINDOW, ROCKSDB_SEVENTHS, Settings, check_window,
+    DEFAULT_BUDGET_PER_ID, Durability, MAX_STRIPES, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET,
+    ROCKSDB_SEVENTHS, Settings, check_span, check_window,
 };
 use crate::store::Store;
 use std::path::{Path, PathBuf};
@@ -174,13 +174,7 @@ impl StoreBuilder {
         let invalid = |what, detail: String| Err(Error::InvalidConfig { what, detail });
         let window_ms = check_window(self.window, self.slots)?;
         let producer_idle_ms = match self.producer_idle {
-            Some(idle) if !(MIN_WINDOW..=MAX_WINDOW).contains(&idle) => {
-                return invalid(
-                    "producer_idle",
-                    format!("{idle:?} is outside 1s..=366 days"),
-                );
-            }
-            Some(idle) => duration_millis(idle),
+            Some(idle) => check_span("producer_idle", idle)?,
             None => window_ms,
         };
         if !self.stripes.is_power_of_two() || self.stripes > MAX_STRIPES {
@@ -235,7 +229,7 @@ impl StoreBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::MAX_SLOTS;
+    use crate::settings::{MAX_SLOTS, MAX_WINDOW, MIN_WINDOW};
 
     fn check(b: StoreBuilder) -> Result<Settings> {
         b.validate()

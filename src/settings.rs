@@ -49,10 +49,7 @@ pub(crate) const ROCKSDB_SEVENTHS: usize = 2;
 /// [`Error::InvalidConfig`] naming `window` or `slots`.
 pub(crate) fn check_window(window: Duration, slots: u32) -> Result<u64> {
     let invalid = |what, detail: String| Err(Error::InvalidConfig { what, detail });
-    if !(MIN_WINDOW..=MAX_WINDOW).contains(&window) {
-        return invalid("window", format!("{window:?} is outside 1s..=366 days"));
-    }
-    let window_ms = duration_millis(window);
+    let window_ms = check_span("window", window)?;
     if slots == 0 || slots > MAX_SLOTS || u64::from(slots) > window_ms {
         return invalid(
             "slots",
@@ -60,6 +57,21 @@ pub(crate) fn check_window(window: Duration, slots: u32) -> Result<u64> {
         );
     }
     Ok(window_ms)
+}
+
+/// Checks a span of time the window's bounds apply to (a window, the producer idle time, named
+/// by `what`); returns it in milliseconds.
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming `what`, for a span outside [`MIN_WINDOW`]..=[`MAX_WINDOW`].
+pub(crate) fn check_span(what: &'static str, span: Duration) -> Result<u64> {
+    if !(MIN_WINDOW..=MAX_WINDOW).contains(&span) {
+        return Err(Error::InvalidConfig {
+            what,
+            detail: format!("{span:?} is outside 1s..=366 days"),
+        });
+    }
+    Ok(duration_millis(span))
 }
 
 /// Validated settings.
