@@ -7,14 +7,15 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/dedupstore/target
 export CARGO_TARGET_DIR
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench fuzz deps redis
+.PHONY: demo test bench fuzz deps redis nats
 
 demo: deps
 	cargo run --release --quiet -- demo
 
-test: deps
+test: deps nats
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
+	cargo clippy --release --lib --features kafka -- -D warnings
 	RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps
 	cargo test --release
 	cargo run --release --quiet --example consumer
@@ -54,4 +55,12 @@ redis:
 		echo "installing redis-server"; \
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	}
+
+# The broker of the end-to-end test (tests/jetstream.rs), which starts it on 127.0.0.1 itself.
+nats:
+	@command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || { \
+		echo "installing nats-server"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null; \
 	}

@@ -170,7 +170,7 @@ impl StoreBuilder {
         Store::open_with(&self.validate()?)
     }
 
-    fn validate(self) -> Result<Settings> {
+    pub(crate) fn validate(self) -> Result<Settings> {
         let invalid = |what, detail: String| Err(Error::InvalidConfig { what, detail });
         let window_ms = check_window(self.window, self.slots)?;
         let producer_idle_ms = match self.producer_idle {
@@ -222,6 +222,7 @@ impl StoreBuilder {
             rocksdb_budget: memory_budget - hot_budget,
             namespace: self.namespace,
             producer_idle_ms,
+            shared_rocksdb: None,
         })
     }
 }

@@ -118,6 +118,34 @@ pub enum Error {
         cause: String,
     },
 
+    /// A checkpoint destination ([`Checkpoints`](crate::checkpoint::Checkpoints)) failed: an
+    /// object store that could not be reached, listed, read or written.
+    #[error("{context}: {detail}")]
+    CheckpointStore {
+        /// What the store was doing, and where.
+        context: String,
+        /// The object store's message.
+        detail: String,
+    },
+
+    /// A broker client refused an operation (a seek or a resume of the `kafka` feature's
+    /// rebalance wiring).
+    #[error("{context}: {detail}")]
+    Broker {
+        /// What was being done, and to which partition.
+        context: String,
+        /// The client's message.
+        detail: String,
+    },
+
+    /// An operation was given up because its caller asked (a restore of a partition that was
+    /// revoked meanwhile). Nothing of it is left.
+    #[error("{what}: cancelled")]
+    Cancelled {
+        /// What was given up.
+        what: String,
+    },
+
     /// RocksDB refused an operation for a reason that is neither I/O nor corruption.
     #[error("{context}: {detail}")]
     Storage {

@@ -42,6 +42,10 @@
 //!   dropped whole when no longer needed;
 //! - producer sequences ([`Store::accept`]): one high-water mark per ordered producer, with
 //!   duplicates and gaps told apart, alone or inside a transaction;
+//! - [partitions](Partitions) that move between consumer instances: one store per
+//!   `(stream, partition)` under one memory budget, [checkpointed](Store::checkpoint) and
+//!   published on revocation ([`checkpoint::Checkpoints`]: a directory, S3, GCS, Azure), restored
+//!   on assignment, resumed from the stored offset (`docs/scaling.md`);
 //! - crash-safe: every acknowledged write survives a process crash ([`Durability::Buffered`]) or
 //!   power loss ([`Durability::Synced`]);
 //! - memory-speed for IDs in the in-memory tier, bounded on disk by the window.
@@ -63,6 +67,7 @@
 #![allow(clippy::doc_markdown)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod checkpoint;
 mod claim;
 mod clock;
 mod commit;
@@ -73,9 +78,12 @@ mod error;
 #[doc(hidden)]
 pub mod fuzz;
 mod id;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod namespace;
 mod outbox;
 mod outcome;
+mod partitions;
 mod persist;
 mod sequence;
 mod settings;
@@ -96,6 +104,9 @@ pub use id::{MAX_ID_LEN, fingerprint};
 pub use namespace::{Namespace, NamespaceBuilder};
 pub use outbox::Outbox;
 pub use outcome::{CommitOutcome, Conflict, Outcome, Receipt, SequenceConflict, SequenceOutcome};
+pub use partitions::{
+    MAX_PARTITION_STREAM, Partition, Partitions, PartitionsBuilder, PartitionsStats, StartedFrom,
+};
 pub use persist::{MAX_RESULT_LEN, MAX_STREAM_NAME, MAX_TABLE_NAME, OutboxEntry};
 pub use settings::{
     Durability, MAX_SLOTS, MAX_STRIPES, MAX_WINDOW, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET,

@@ -91,4 +91,21 @@ pub(crate) struct Settings {
     pub namespace: Vec<u8>,
     /// How long a producer's sequence state outlives its last accept, in milliseconds.
     pub producer_idle_ms: u64,
+    /// RocksDB's memory when it is shared with other stores (those of a `Partitions`):
+    /// `rocksdb_budget` is then this store's share, which its memtables are sized for.
+    pub shared_rocksdb: Option<SharedRocksDb>,
+}
+
+/// A block cache and the write buffer manager that charges memtables to it, shared by several
+/// stores so that one budget bounds RocksDB's memory for all of them.
+#[derive(Clone)]
+pub(crate) struct SharedRocksDb {
+    pub cache: rocksdb::Cache,
+    pub write_buffers: rocksdb::WriteBufferManager,
+}
+
+impl std::fmt::Debug for SharedRocksDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRocksDb").finish_non_exhaustive()
+    }
 }

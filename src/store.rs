@@ -229,7 +229,7 @@ impl Store {
         Stats {
             hot_ids: hot.ids,
             hot_bytes: hot.bytes,
-            memory_budget: engine.memory_budget
+            memory_budget: engine.memory_budget()
                 + namespaces.iter().map(|s| s.memory_budget).sum::<u64>(),
             block_cache_bytes,
             memtable_bytes,

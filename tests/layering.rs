@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("engine", 3),
     ("commit", 4),
     ("store", 5),
+    ("checkpoint", 6),
     ("claim", 6),
     ("outbox", 6),
     ("settle", 6),
@@ -25,8 +26,10 @@ const LAYERS: &[(&str, u32)] = &[
     ("txn", 8),
     ("config", 9),
     ("sequence", 9),
-    ("cli", 10),
-    ("fuzz", 10),
+    ("partitions", 10),
+    ("kafka", 11),
+    ("cli", 11),
+    ("fuzz", 11),
 ];
 
 fn layer(module: &str) -> u32 {

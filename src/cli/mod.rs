@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod checkpoint;
 mod demo;
 mod stream;
 
@@ -20,6 +21,12 @@ enum Command {
     /// Simulate an at-least-once consumer that crashes midway, and check that no message is
     /// lost or applied twice.
     Demo(DemoArgs),
+    /// Checkpoint a closed store into a destination directory (incremental: files the
+    /// destination holds already are not sent again).
+    Checkpoint(checkpoint::CheckpointArgs),
+    /// Restore a store from a destination's newest checkpoint (or a named one, or a checkpoint
+    /// directory), verifying every file and the restored contents against the manifest.
+    Restore(checkpoint::RestoreArgs),
     /// The demo's worker process (started by `demo`).
     #[command(hide = true)]
     DemoWorker(WorkerArgs),
@@ -61,5 +68,23 @@ pub fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     match cli.command {
         Command::Demo(args) => demo::run(args.dir, args.stream),
         Command::DemoWorker(args) => demo::worker(&args.dir, args.stream),
+        Command::Checkpoint(args) => checkpoint::checkpoint(&args),
+        Command::Restore(args) => checkpoint::restore(&args),
     }
+}
+
+/// A progress bar of bytes on standard error, labelled `what`; hidden unless standard error is
+/// a terminal.
+fn bytes_bar(total: u64, what: &'static str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total).with_message(what);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }

@@ -20,7 +20,7 @@ use bytes::Bytes;
 use std::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 pub(crate) struct Engine {
@@ -35,7 +35,7 @@ pub(crate) struct Engine {
     /// How many stripes the store's own in-memory tier has: the most a namespace's has.
     stripes: usize,
     /// The store's memory budget (its own space and RocksDB), for `Stats`.
-    pub memory_budget: u64,
+    memory_budget: AtomicU64,
     /// The next claim's token.
     next_token: AtomicU64,
 }
@@ -166,9 +166,29 @@ impl Engine {
             namespaces: Namespaces::new(namespaces),
             producers: Producers::new(settings.stripes, settings.producer_idle_ms, producers),
             stripes: settings.stripes,
-            memory_budget: settings.memory_budget as u64,
+            memory_budget: AtomicU64::new(settings.memory_budget as u64),
             next_token: AtomicU64::new(1),
         })
+    }
+
+    /// The store's memory budget: its own in-memory tier's and RocksDB's (namespaces' left out).
+    pub(crate) fn memory_budget(&self) -> u64 {
+        self.memory_budget.load(Ordering::Relaxed)
+    }
+
+    /// Gives the store's own in-memory tier `hot` bytes (evicting at once if that is less than
+    /// it holds) and sizes its memtables for `rocksdb` bytes: the stores of a `Partitions` share
+    /// one budget, split again as partitions come and go. `shared` is the RocksDB memory they
+    /// share (the block cache, which each store's `Stats` reports whole).
+    ///
+    /// # Errors
+    /// A storage error if RocksDB refuses the memtables' new size.
+    pub(crate) fn set_budget_share(&self, hot: usize, rocksdb: usize, shared: usize) -> Result<()> {
+        let space = &self.store_space;
+        space.hot.set_budget(hot, space.stamps, self.now_millis());
+        self.memory_budget
+            .store((hot + shared) as u64, Ordering::Relaxed);
+        self.cold.resize_memtables(rocksdb)
     }
 
     /// The store's time, in milliseconds since the Unix epoch.

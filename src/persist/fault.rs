@@ -47,6 +47,7 @@ pub(crate) enum Strike {
 pub(crate) struct FaultPoint {
     armed: Mutex<Option<(Op, u64, Strike)>>,
     held: Mutex<Option<(Vec<u8>, Arc<Barrier>)>>,
+    held_write: Mutex<Option<Arc<Barrier>>>,
 }
 
 #[cfg(any(test, fuzzing))]
@@ -66,6 +67,21 @@ impl FaultPoint {
         let gate = match &*self.held.lock() {
             Some((held, gate)) if held == key => Arc::clone(gate),
             _ => return,
+        };
+        gate.wait();
+        gate.wait();
+    }
+
+    /// Holds the next write batch before it reaches RocksDB, as a stalled disk would: the
+    /// writer meets `gate` once when it arrives and once more before it writes.
+    pub(crate) fn hold_next_write(&self, gate: Arc<Barrier>) {
+        *self.held_write.lock() = Some(gate);
+    }
+
+    /// Called before each write batch: waits there if the next write is held.
+    pub(crate) fn writing(&self) {
+        let Some(gate) = self.held_write.lock().take() else {
+            return;
         };
         gate.wait();
         gate.wait();

@@ -92,7 +92,10 @@ pub(crate) fn manifest(path: &Path) -> PathBuf {
 
 /// RocksDB opened read-only, with the table file to blame named in a corruption it reports
 /// against the MANIFEST.
-fn open_read_only(path: &Path, existing: &[String]) -> Result<DBWithThreadMode<MultiThreaded>> {
+pub(super) fn open_read_only(
+    path: &Path,
+    existing: &[String],
+) -> Result<DBWithThreadMode<MultiThreaded>> {
     let mut options = Options::default();
     options.set_atomic_flush(true);
     // Each column family gets these options (a bare name would get RocksDB's defaults), so the

@@ -20,10 +20,12 @@ pub(crate) mod meta;
 mod namespaces;
 mod options;
 mod producers;
+mod snapshot;
 mod staged;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use directory::{DirLock, lock as lock_directory};
 #[cfg(any(test, fuzzing))]
 pub(crate) use fault::{INJECTED_PANIC, Op, Strike};
 pub(crate) use generations::{Generations, STORE_SPACE};
@@ -32,7 +34,9 @@ pub(crate) use layout::{check_name, offset_key, table_cf};
 pub use mark::MAX_RESULT_LEN;
 pub(crate) use mark::MarkValue;
 pub(crate) use namespaces::OpenedNamespace;
+pub(crate) use options::shared_rocksdb;
 pub(crate) use producers::ProducerRecord;
+pub(crate) use snapshot::{Contents, read_contents};
 pub(crate) use staged::{Offset, Row, Staged, StagedMark, StagedSequence};
 
 use crate::error::{Error, Result};
@@ -94,6 +98,8 @@ pub(crate) struct Cold {
     pub(crate) fault: fault::FaultPoint,
     /// The store's own window: the time high-water mark is persisted once a slot.
     window: Window,
+    /// The `capacity` hint, which sizes memtables within RocksDB's budget.
+    capacity: u64,
     sync: bool,
     path: PathBuf,
     _lock: directory::DirLock,
@@ -137,8 +143,12 @@ impl Cold {
         };
 
         let window = Window::new(settings.window_ms, settings.slots);
-        let sizing = Sizing::new(settings.capacity, settings.rocksdb_budget);
-        let (cache, write_buffers) = sizing.memory();
+        let mut sizing = Sizing::new(settings.capacity, settings.rocksdb_budget);
+        sizing.pin_level0 = settings.shared_rocksdb.is_none();
+        let (cache, write_buffers) = match &settings.shared_rocksdb {
+            Some(shared) => (shared.cache.clone(), shared.write_buffers.clone()),
+            None => sizing.memory(),
+        };
         let mut found = Vec::new();
         let mut descriptors: Vec<ColumnFamilyDescriptor> = Vec::new();
         let always = [META_CF, OFFSETS_CF, OUTBOX_CF, PRODUCERS_CF].map(str::to_owned);
@@ -192,6 +202,7 @@ impl Cold {
             #[cfg(any(test, fuzzing))]
             fault: fault::FaultPoint::default(),
             window,
+            capacity: settings.capacity,
             sync: settings.durability == Durability::Synced,
             path,
             _lock: lock,
@@ -541,6 +552,31 @@ impl Cold {
         self.sync_wal()
     }
 
+    /// Sizes memtables for `budget` bytes of RocksDB memory, as an open would: the share of a
+    /// store whose block cache and write buffer manager are shared with others, which shrinks
+    /// as more stores share them. Applies to every column family open and to those created
+    /// later; a memtable already larger than its new size flushes at its next write.
+    ///
+    /// # Errors
+    /// A storage error if RocksDB refuses the new size.
+    pub(crate) fn resize_memtables(&self, budget: usize) -> Result<()> {
+        let sizing = Sizing::new(self.capacity, budget);
+        let size = options::in_memory(sizing.write_buffer);
+        self.generation_options.lock().set_write_buffer_size(size);
+        self.table_options.lock().set_write_buffer_size(size);
+        let names = Db::list_cf(&Options::default(), &self.path)
+            .map_err(|e| Error::rocks("listing column families", &e))?;
+        let value = size.to_string();
+        for name in &names {
+            if let Some(cf) = self.db.cf_handle(name) {
+                self.db
+                    .set_options_cf(&cf, &[("write_buffer_size", &value)])
+                    .map_err(|e| Error::rocks(format!("resizing the memtables of {name}"), &e))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Makes every write so far survive power loss.
     pub(crate) fn sync_wal(&self) -> Result<()> {
         self.db
@@ -569,6 +605,8 @@ impl Cold {
         self.check_poison()?;
         let mut options = WriteOptions::default();
         options.set_sync(sync);
+        #[cfg(any(test, fuzzing))]
+        self.fault.writing();
         let write = || {
             self.fallible(
                 fault::Op::Write,

@@ -2,6 +2,7 @@
 //! RocksDB's share of the memory budget.
 
 use super::generations::PER_WINDOW;
+use crate::settings::SharedRocksDb;
 use rocksdb::{
     BlockBasedOptions, Cache, DBCompactionStyle, DBCompressionType, DBRecoveryMode, MergeOperands,
     Options, WriteBufferManager,
@@ -33,6 +34,9 @@ pub(crate) struct Sizing {
     /// The block cache shared by all column families, holding data blocks, filters and indexes,
     /// with the memtables charged to it: RocksDB's whole memory budget.
     pub block_cache: u64,
+    /// Whether level-0 files' filters and indexes are pinned in the cache (not when the cache
+    /// is shared with other stores: see `in_cache`).
+    pub pin_level0: bool,
 }
 
 impl Sizing {
@@ -47,6 +51,7 @@ impl Sizing {
             write_buffer,
             write_buffers,
             block_cache,
+            pin_level0: true,
         }
     }
 
@@ -61,6 +66,16 @@ impl Sizing {
             cache.clone(),
         );
         (cache, write_buffers)
+    }
+}
+
+/// A block cache of `budget` bytes and a write buffer manager charging memtables to it, for
+/// several stores to share (as a store's own are sized from its budget).
+pub(crate) fn shared_rocksdb(budget: usize) -> SharedRocksDb {
+    let (cache, write_buffers) = Sizing::new(1, budget).memory();
+    SharedRocksDb {
+        cache,
+        write_buffers,
     }
 }
 
@@ -106,7 +121,7 @@ pub(crate) fn generation(sizing: Sizing, cache: &Cache) -> Options {
     table.set_ribbon_filter(FILTER_BITS_PER_MARK);
     table.set_whole_key_filtering(true);
     table.set_optimize_filters_for_memory(true);
-    in_cache(&mut table);
+    in_cache(&mut table, sizing.pin_level0);
 
     let mut o = Options::default();
     o.set_block_based_table_factory(&table);
@@ -121,11 +136,13 @@ pub(crate) fn generation(sizing: Sizing, cache: &Cache) -> Options {
 
 /// Filters and indexes live in the block cache, charged to the memory budget, rather than pinned
 /// in table readers outside any limit; at high priority, so data blocks are evicted first, and
-/// pinned for level-0 files, the newest and most read.
-fn in_cache(table: &mut BlockBasedOptions) {
+/// pinned for level-0 files, the newest and most read, if `pin_level0`. Pinned blocks cannot be
+/// evicted: in a cache shared by many stores (a `Partitions`), their level-0 files together
+/// would hold more than the cache, so there nothing is pinned.
+fn in_cache(table: &mut BlockBasedOptions, pin_level0: bool) {
     table.set_cache_index_and_filter_blocks(true);
     table.set_cache_index_and_filter_blocks_with_high_priority(true);
-    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(pin_level0);
 }
 
 /// A byte count as RocksDB's `size_t` settings take it (all sizes here are far below 4 GiB).
@@ -139,7 +156,7 @@ pub(crate) fn table(sizing: Sizing, cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
     table.set_bloom_filter(10.0, false);
-    in_cache(&mut table);
+    in_cache(&mut table, sizing.pin_level0);
     let mut o = Options::default();
     o.set_block_based_table_factory(&table);
     o.set_compression_type(DBCompressionType::None);

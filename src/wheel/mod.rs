@@ -113,6 +113,15 @@ impl HotTier {
         (fp.stripe_hash() & self.mask) as usize
     }
 
+    /// Shares `budget` bytes among the stripes again, evicting at once from each that holds more
+    /// than its new share (`stamps` and `now` date what is evicted).
+    pub(crate) fn set_budget(&self, budget: usize, stamps: Stamps, now: u64) {
+        let per_stripe = budget / self.stripes.len();
+        for stripe in &self.stripes {
+            stripe.lock().set_budget(per_stripe, stamps, now);
+        }
+    }
+
     pub(crate) fn totals(&self) -> HotTotals {
         let mut t = HotTotals::default();
         for stripe in &self.stripes {

@@ -357,6 +357,13 @@ impl Stripe {
         })
     }
 
+    /// Changes the stripe's budget to `budget` bytes, evicting the oldest entries at once if it
+    /// shrank (pending ones stay, as in [`make_room`](Self::make_room)).
+    pub(crate) fn set_budget(&mut self, budget: usize, stamps: Stamps, now: u64) {
+        self.budget = budget;
+        self.make_room(stamps, now);
+    }
+
     /// Evicts the oldest entries until one more push fits the budget, or the oldest is pending
     /// (pending entries are never evicted: another caller would miss the claim).
     fn make_room(&mut self, stamps: Stamps, now: u64) {
