@@ -4,7 +4,7 @@
 //! of the open store, its first publication to a destination directory, a second publication
 //! after 1% more IDs (incremental), a restore from the destination (download, checksums, contents
 //! check), and the restored store's open and first answer. The baseline is `cp -r` of the closed
-//! store's directory to the same disk. Then a hand-off of a partition of a tenth the size through
+//! store's directory to the same disk, then `sync`. Then a hand-off of a partition of a tenth the size through
 //! `Partitions` (revoke on one root, assign on another). Prints one table.
 //!
 //! `cargo bench --bench checkpoint` (`DEDUPSTORE_BENCH_IDS=1000000` for a quick run).
@@ -71,7 +71,8 @@ fn main() {
     drop(store);
     let store_bytes = du(&store_dir);
 
-    // The baseline: a plain copy of the closed store's files, synced.
+    // The baseline: a plain copy of the closed store's files, synced (a publication to a
+    // directory fsyncs every file it writes).
     let copy = dir.path().join("copy");
     let ((), copied) = timed(|| {
         assert!(
@@ -115,7 +116,7 @@ fn main() {
 
     println!(
         "{ids} IDs: filled in {:.1} s; store {:.1} MiB on disk ({:.1} bytes per ID); \
-         cp -r of the closed store: {:.3} s",
+         cp -r and sync of the closed store: {:.3} s",
         filled.as_secs_f64(),
         store_bytes as f64 / f64::from(1 << 20),
         store_bytes as f64 / ids as f64,

@@ -103,7 +103,8 @@ impl Checkpoints {
         })
     }
 
-    /// Checkpoints kept in the local (or mounted) directory `dir`, created if missing.
+    /// Checkpoints kept in the local (or mounted) directory `dir`, created if missing. Every
+    /// object is fsynced (with its directory) as it is written.
     ///
     /// # Errors
     /// An I/O error creating or resolving `dir`.
@@ -113,8 +114,10 @@ impl Checkpoints {
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let objects = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| remote(&format!("opening {}", dir.display()), &e))?;
+        // A published checkpoint must survive power loss as the store does: every file and
+        // its directory synced before the manifest is written.
         Ok(Self {
-            objects: Arc::new(objects.with_automatic_cleanup(true)),
+            objects: Arc::new(objects.with_automatic_cleanup(true).with_fsync(true)),
             prefix: ObjectPath::default(),
         })
     }

@@ -51,8 +51,8 @@ impl Cold {
     }
 }
 
-/// Reads what the store (or checkpoint) at `path` holds, opening its database read-only.
-/// Counts every mark: it reads every generation's keys.
+/// Reads what the store (or checkpoint) at `path` holds, opening its database read-only. Marks
+/// are counted from the generations' table properties and memtables, without reading them.
 pub(crate) fn read_contents(path: &Path) -> Result<Contents> {
     let names = DBWithThreadMode::<MultiThreaded>::list_cf(&Options::default(), path)
         .map_err(|e| Error::rocks(format!("listing column families of {}", path.display()), &e))?;
@@ -93,11 +93,22 @@ pub(crate) fn read_contents(path: &Path) -> Result<Contents> {
             what: format!("column families of {}", path.display()),
             detail,
         })?;
-        let mut marks = 0;
-        for entry in db.iterator_cf(&cf(name)?, IteratorMode::Start) {
-            entry.map_err(|e| read(name, &e))?;
-            marks += 1;
-        }
+        let handle = cf(name)?;
+        let property = |property: &str| {
+            db.property_value_cf(&handle, property)
+                .map_err(|e| read(name, &e))?
+                .ok_or_else(|| Error::Storage {
+                    context: format!("reading {name} of {}", path.display()),
+                    detail: format!("RocksDB has no property {property}"),
+                })
+        };
+        let tables = property("rocksdb.aggregated-table-properties")?;
+        let marks = table_entries(&tables)
+            .ok_or_else(|| Error::Storage {
+                context: format!("reading {name} of {}", path.display()),
+                detail: format!("no entry count in its table properties: {tables:?}"),
+            })?
+            .saturating_add(memtable_entries(&property)?);
         generations.push((generation, marks));
     }
     generations.sort_by_key(|(g, _)| (g.space, g.start));
@@ -132,6 +143,32 @@ pub(crate) fn read_contents(path: &Path) -> Result<Contents> {
     })
 }
 
+/// The entries of a column family's table files, from RocksDB's aggregated table properties
+/// (`"...; # entries=N; ..."`): every mark is written once in its generation, so these count
+/// marks without reading them.
+fn table_entries(properties: &str) -> Option<u64> {
+    properties
+        .split(';')
+        .find_map(|field| field.trim().strip_prefix("# entries="))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// The entries of a column family's memtables (those a read-only open replayed from the log).
+fn memtable_entries(property: &impl Fn(&str) -> Result<String>) -> Result<u64> {
+    let mut entries = 0u64;
+    for name in [
+        "rocksdb.num-entries-active-mem-table",
+        "rocksdb.num-entries-imm-mem-tables",
+    ] {
+        let value = property(name)?;
+        entries += value.trim().parse::<u64>().map_err(|_| Error::Storage {
+            context: format!("reading {name}"),
+            detail: format!("not a count: {value:?}"),
+        })?;
+    }
+    Ok(entries)
+}
+
 /// The stream and partition of an offset key (`layout::offset_key`).
 fn decode_offset_key(key: &[u8]) -> Option<(String, u32)> {
     let (&len, rest) = key.split_first()?;
@@ -144,6 +181,14 @@ fn decode_offset_key(key: &[u8]) -> Option<(String, u32)> {
 mod tests {
     use super::*;
     use crate::persist::offset_key;
+
+    #[test]
+    fn entries_are_read_from_table_properties() {
+        let properties = "# data blocks=12; # entries=40000; # deletions=0; raw key size=640000";
+        assert_eq!(table_entries(properties), Some(40_000));
+        assert_eq!(table_entries("# data blocks=0"), None);
+        assert_eq!(table_entries("# entries=many"), None);
+    }
 
     #[test]
     fn offset_keys_decode_to_what_encoded_them() {
