@@ -185,6 +185,8 @@ fn main() {
             .unwrap()
     });
     assert!(p.store().contains("order-000000000001").unwrap());
+    drop(p);
+    drop(b);
     println!(
         "hand-off of a partition of {partition_ids} IDs ({:.1} MiB): revoke {:.3} s, assign {:.3} s, \
          {:.3} s in all",

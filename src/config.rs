@@ -3,8 +3,8 @@
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::settings::{
-    DEFAULT_BUDGET_PER_ID, Durability, MAX_STRIPES, MIN_BUDGET_PER_STRIPE, MIN_ROCKSDB_BUDGET,
-    ROCKSDB_SEVENTHS, Settings, check_span, check_window,
+    COMMIT_QUEUE, DEFAULT_BUDGET_PER_ID, Durability, MAX_STRIPES, MIN_BUDGET_PER_STRIPE,
+    MIN_ROCKSDB_BUDGET, ROCKSDB_SEVENTHS, Settings, check_span, check_window,
 };
 use crate::store::Store;
 use std::path::{Path, PathBuf};
@@ -223,6 +223,7 @@ impl StoreBuilder {
             namespace: self.namespace,
             producer_idle_ms,
             shared_rocksdb: None,
+            commit_queue: COMMIT_QUEUE,
         })
     }
 }

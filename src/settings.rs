@@ -39,6 +39,12 @@ pub const MIN_ROCKSDB_BUDGET: usize = 8 << 20;
 /// Memory budget per expected ID when none is set: 40 bytes for the in-memory tier (room for
 /// the `capacity` hint plus 25%) and 16 for RocksDB.
 pub(crate) const DEFAULT_BUDGET_PER_ID: u64 = 56;
+/// The most transactions a store's committer queues (`submit` blocks beyond): 8,192 slots,
+/// about 1.5 MiB allocated at open.
+pub(crate) const COMMIT_QUEUE: usize = 8_192;
+/// The committer's queue of a store of a `Partitions`: dozens of them share a process, and each
+/// queue's slots are allocated at open. Twice the largest group the committer writes.
+pub(crate) const PARTITION_COMMIT_QUEUE: usize = 1_024;
 /// RocksDB's share of the memory budget, in sevenths (16 of 56 bytes per ID by default).
 pub(crate) const ROCKSDB_SEVENTHS: usize = 2;
 
@@ -94,6 +100,9 @@ pub(crate) struct Settings {
     /// RocksDB's memory when it is shared with other stores (those of a `Partitions`):
     /// `rocksdb_budget` is then this store's share, which its memtables are sized for.
     pub shared_rocksdb: Option<SharedRocksDb>,
+    /// The most transactions the committer queues ([`COMMIT_QUEUE`], or
+    /// [`PARTITION_COMMIT_QUEUE`] in a `Partitions`).
+    pub commit_queue: usize,
 }
 
 /// A block cache and the write buffer manager that charges memtables to it, shared by several

@@ -33,7 +33,7 @@ struct Inner {
 impl Store {
     pub(crate) fn open_with(settings: &Settings) -> Result<Self> {
         let engine = Arc::new(Engine::open(settings)?);
-        let committer = Committer::start(Arc::clone(&engine))?;
+        let committer = Committer::start(Arc::clone(&engine), settings.commit_queue)?;
         Ok(Self {
             inner: Arc::new(Inner { committer, engine }),
         })

@@ -413,7 +413,7 @@ fn many_partitions_share_one_memory_budget() {
     assert_eq!(stats.memory_budget, budget as u64);
     // The in-memory tiers stay within their part (5/7); RocksDB's block cache within its part
     // (2/7) plus what its sharing allows: memtables are flushed by the store that writes, so an
-    // idle partition keeps its last one (sized at a quarter of its share), and together they may
+    // idle partition keeps its last one (sized for its share), and together they may
     // hold a quarter of RocksDB's part beyond it (docs/operations.md).
     let rocksdb_part = budget / 7 * 2;
     assert!(

@@ -32,8 +32,6 @@ use std::time::{Duration, Instant};
 
 /// The most transactions merged into one write.
 const MAX_GROUP: usize = 512;
-/// The most transactions queued; `submit` blocks beyond it.
-const MAX_QUEUED: usize = 8_192;
 /// The most unfinished transactions (queued or being written) with which a waiting caller writes
 /// the queue itself. With more in flight, the queue is the committer's: it keeps the committer
 /// writing while the callers prepare more, on another core.
@@ -106,8 +104,10 @@ impl Counters {
 }
 
 impl Committer {
-    pub(crate) fn start(engine: Arc<Engine>) -> Result<Self> {
-        let (sender, receiver) = crossbeam_channel::bounded(MAX_QUEUED);
+    /// Starts the committer of `engine`, with room for `queued` transactions (`submit` blocks
+    /// beyond; the queue's slots are allocated up front).
+    pub(crate) fn start(engine: Arc<Engine>, queued: usize) -> Result<Self> {
+        let (sender, receiver) = crossbeam_channel::bounded(queued);
         let shared = Arc::new(Shared {
             engine,
             receiver,

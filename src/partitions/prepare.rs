@@ -4,6 +4,7 @@
 use super::{Key, Partition, Shared, StartedFrom};
 use crate::checkpoint::{Checkpoints, Manifest};
 use crate::error::{Error, Result};
+use crate::settings::PARTITION_COMMIT_QUEUE;
 use crate::store::Store;
 use std::fs;
 use std::path::Path;
@@ -115,6 +116,7 @@ impl Shared {
         settings.rocksdb_budget = self.rocksdb_share(assigned);
         settings.memory_budget = settings.hot_budget + self.rocksdb_budget;
         settings.shared_rocksdb = Some(self.rocksdb.clone());
+        settings.commit_queue = PARTITION_COMMIT_QUEUE;
         Store::open_with(&settings)
     }
 }

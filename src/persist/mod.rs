@@ -100,6 +100,8 @@ pub(crate) struct Cold {
     window: Window,
     /// The `capacity` hint, which sizes memtables within RocksDB's budget.
     capacity: u64,
+    /// The size memtables are given, in bytes ([`Cold::resize_memtables`] changes it).
+    memtable_size: AtomicU64,
     sync: bool,
     path: PathBuf,
     _lock: directory::DirLock,
@@ -203,6 +205,7 @@ impl Cold {
             fault: fault::FaultPoint::default(),
             window,
             capacity: settings.capacity,
+            memtable_size: AtomicU64::new(sizing.write_buffer),
             sync: settings.durability == Durability::Synced,
             path,
             _lock: lock,
@@ -555,13 +558,21 @@ impl Cold {
     /// Sizes memtables for `budget` bytes of RocksDB memory, as an open would: the share of a
     /// store whose block cache and write buffer manager are shared with others, which shrinks
     /// as more stores share them. Applies to every column family open and to those created
-    /// later; a memtable already larger than its new size flushes at its next write.
+    /// later, once the size is half or double the current one; a memtable already larger than
+    /// its new size flushes at its next write.
     ///
     /// # Errors
     /// A storage error if RocksDB refuses the new size.
     pub(crate) fn resize_memtables(&self, budget: usize) -> Result<()> {
-        let sizing = Sizing::new(self.capacity, budget);
-        let size = options::in_memory(sizing.write_buffer);
+        let target = Sizing::new(self.capacity, budget).write_buffer;
+        // Only a change by half or double resizes: each resize rewrites RocksDB's OPTIONS file
+        // for every column family, and a share changes at every assignment of a partition.
+        let current = self.memtable_size.load(Ordering::Relaxed);
+        if target > current / 2 && target < current.saturating_mul(2) {
+            return Ok(());
+        }
+        self.memtable_size.store(target, Ordering::Relaxed);
+        let size = options::in_memory(target);
         self.generation_options.lock().set_write_buffer_size(size);
         self.table_options.lock().set_write_buffer_size(size);
         let names = Db::list_cf(&Options::default(), &self.path)
