@@ -68,20 +68,11 @@ pub(super) fn hash_files(dir: &Path) -> Result<Vec<FileEntry>> {
         if !FileEntry::belongs(&name) {
             continue;
         }
-        let path = entry.path();
-        let mut file =
-            File::open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let mut checksum = Checksum::default();
-        let mut buffer = vec![0; CHUNK];
-        loop {
-            let read = file
-                .read(&mut buffer)
-                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-            if read == 0 {
-                break;
-            }
-            checksum.update(&buffer[..read]);
-        }
+        read_chunks(&entry.path(), |chunk| {
+            checksum.update(chunk);
+            Ok(())
+        })?;
         entries.push(checksum.entry(&name));
     }
     entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -111,20 +102,26 @@ pub(super) fn sync_parent(path: &Path) -> Result<()> {
 
 /// Copies `from` to `to` (synced), checking the copy against `entry` as it goes.
 pub(super) fn copy_verified(from: &Path, to: &Path, entry: &FileEntry) -> Result<()> {
-    let mut source =
-        File::open(from).map_err(|e| Error::io(format!("opening {}", from.display()), e))?;
     let mut copy = Copy::create(to)?;
+    read_chunks(from, |chunk| copy.write(chunk))?;
+    copy.finish(entry, &from.display().to_string())
+}
+
+/// Reads the file at `path` from start to end, handing each piece of up to [`CHUNK`] bytes to
+/// `each`.
+fn read_chunks(path: &Path, mut each: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    let mut file =
+        File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
     let mut buffer = vec![0; CHUNK];
     loop {
-        let read = source
+        let read = file
             .read(&mut buffer)
-            .map_err(|e| Error::io(format!("reading {}", from.display()), e))?;
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
         if read == 0 {
-            break;
+            return Ok(());
         }
-        copy.write(&buffer[..read])?;
+        each(&buffer[..read])?;
     }
-    copy.finish(entry, &from.display().to_string())
 }
 
 /// A file being written from a checkpoint's copy, checked against its manifest entry.

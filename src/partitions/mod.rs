@@ -247,6 +247,10 @@ impl Partitions {
             .name(format!("dedupstore-assign-{partition}"))
             .spawn(move || {
                 let started = Instant::now();
+                // Held until the outcome is recorded: a store opened for a partition revoked
+                // meanwhile is closed (in `finish`) before the next assignment may open it.
+                let guard = shared.guard(&key);
+                let _guard = guard.lock();
                 let prepared = shared.prepare(&key, &cancel, started);
                 shared.finish(&key, &cancel, prepared);
             });

@@ -12,15 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 impl Shared {
-    /// Opens or restores the store of `key`, giving up once `cancel` is set.
+    /// Opens or restores the store of `key`, giving up once `cancel` is set. The caller holds
+    /// the partition's guard.
     pub(super) fn prepare(
         &self,
         key: &Key,
         cancel: &AtomicBool,
         started: Instant,
     ) -> Result<Partition> {
-        let guard = self.guard(key);
-        let _guard = guard.lock();
         let dir = self.dir(key);
         let destination = self.destination(key).transpose()?;
         let checkpoints = match &destination {
