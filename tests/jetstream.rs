@@ -4,25 +4,25 @@
 //! broker's duplicate window. Partitions move between the processes through hand-offs and
 //! through crashes: SIGKILLs at random moments (then restored from checkpoints by another
 //! process, or reopened from the local copy by a restarted one), and an abort between a commit
-//! and its ack. At
-//! the end every effect is applied exactly once and every outbox event is present exactly once
-//! after downstream dedup by (partition, sequence). With dedup switched off the same run
-//! applies the late retries twice: the test sees the failure it guards against.
+//! and its ack. At the end every effect is applied exactly once and every outbox event is
+//! present exactly once after downstream dedup by (partition, sequence). With dedup switched
+//! off the same run applies the late retries twice: the test sees the failure it guards against.
 
+#[path = "common/consumer.rs"]
+mod consumer;
 #[path = "common/nats.rs"]
 mod nats;
+#[path = "common/orders.rs"]
+mod orders;
 
 use async_nats::jetstream::{self, stream};
-use dedupstore::Store;
-use dedupstore::checkpoint::Checkpoints;
-use nats::{Instance, NatsServer};
-use std::collections::{BTreeMap, HashMap};
+use consumer::Instance;
+use nats::NatsServer;
+use orders::{Sent, account, id, partition_of};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use xxhash_rust::xxh3::xxh3_64;
 
-const PARTITIONS: u32 = 4;
-const ACCOUNTS: u64 = 40;
 /// The broker's duplicate window: retries later than this are stored again.
 const BROKER_WINDOW: Duration = Duration::from_secs(1);
 
@@ -30,19 +30,7 @@ const BROKER_WINDOW: Duration = Duration::from_secs(1);
 struct Producer {
     runtime: tokio::runtime::Runtime,
     js: jetstream::Context,
-    /// Every distinct ID the stream holds, with its account.
-    ids: BTreeMap<String, String>,
-    /// The last stream sequence of each partition's subject.
-    last_seq: HashMap<u32, u64>,
-    stored_retries: usize,
-}
-
-fn account(i: u64) -> String {
-    format!("acct-{}", i % ACCOUNTS)
-}
-
-fn partition_of(account: &str) -> u32 {
-    (xxh3_64(account.as_bytes()) % u64::from(PARTITIONS)) as u32
+    sent: Sent,
 }
 
 impl Producer {
@@ -71,16 +59,14 @@ impl Producer {
         Self {
             runtime,
             js,
-            ids: BTreeMap::new(),
-            last_seq: HashMap::new(),
-            stored_retries: 0,
+            sent: Sent::default(),
         }
     }
 
     /// Publishes message `i`; returns whether the broker stored it (rather than dropping it as
     /// a duplicate within its window).
-    fn send(&mut self, i: u64) -> bool {
-        let (id, account) = (format!("order-{i}"), account(i));
+    fn send(&mut self, i: u64, retry: bool) -> bool {
+        let (id, account) = (id(i), account(i));
         let p = partition_of(&account);
         let ack = self.runtime.block_on(async {
             let mut headers = async_nats::HeaderMap::new();
@@ -93,9 +79,7 @@ impl Producer {
                 .unwrap()
         });
         if !ack.duplicate {
-            let last = self.last_seq.entry(p).or_default();
-            *last = (*last).max(ack.sequence);
-            self.ids.insert(id, account);
+            self.sent.stored(i, p, ack.sequence, retry);
         }
         !ack.duplicate
     }
@@ -104,10 +88,10 @@ impl Producer {
     /// so the broker drops the retry).
     fn publish(&mut self, range: std::ops::Range<u64>) {
         for i in range {
-            assert!(self.send(i), "order-{i} is new to the broker");
+            assert!(self.send(i, false), "order-{i} is new to the broker");
             if i % 10 == 0 {
                 assert!(
-                    !self.send(i),
+                    !self.send(i, true),
                     "a retry inside the broker's window is dropped"
                 );
             }
@@ -119,8 +103,10 @@ impl Producer {
     fn retry_late(&mut self, range: std::ops::Range<u64>, step: usize) {
         std::thread::sleep(BROKER_WINDOW + Duration::from_millis(300));
         for i in range.step_by(step) {
-            assert!(self.send(i), "a retry past the broker's window is stored");
-            self.stored_retries += 1;
+            assert!(
+                self.send(i, true),
+                "a retry past the broker's window is stored"
+            );
         }
     }
 
@@ -144,58 +130,31 @@ impl Producer {
     }
 }
 
-/// Waits until the instances' stored offsets reach the end of every partition.
-fn wait_for_the_end(producer: &Producer, instances: &mut [&mut Instance]) {
-    let deadline = Instant::now() + Duration::from_secs(180);
-    loop {
-        let mut offsets = HashMap::new();
-        for instance in instances.iter_mut() {
-            offsets.extend(instance.status());
-        }
-        let behind: Vec<_> = producer
-            .last_seq
-            .iter()
-            .filter(|(p, last)| offsets.get(p) != Some(last))
-            .collect();
-        if behind.is_empty() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "partitions behind: {behind:?}, stored {offsets:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
+fn spawn(
+    server: &NatsServer,
+    root: &Path,
+    checkpoints: &Path,
+    name: &str,
+    dedup: bool,
+    crash_after: Option<u64>,
+) -> Instance {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--server".into(),
+        server.url.clone().into(),
+        "--instance".into(),
+        name.into(),
+        "--root".into(),
+        root.into(),
+        "--checkpoints".into(),
+        checkpoints.into(),
+    ];
+    if !dedup {
+        args.push("--no-dedup".into());
     }
-}
-
-/// The balances and pending outbox events of every partition's newest checkpoint, restored.
-fn final_state(checkpoints: &Path, scratch: &Path) -> (HashMap<String, u64>, usize) {
-    let mut balances = HashMap::new();
-    let mut pending = 0;
-    for p in 0..PARTITIONS {
-        let destination = Checkpoints::local(checkpoints)
-            .unwrap()
-            .at(&format!("orders/{p}"))
-            .unwrap();
-        let (name, _) = destination.newest().unwrap().expect("a final checkpoint");
-        let dir = scratch.join(format!("final-{p}"));
-        destination.restore(&name, &dir, |_| {}).unwrap();
-        let store = Store::open(&dir).unwrap();
-        for a in 0..ACCOUNTS {
-            let account = account(a);
-            if let Some(v) = store.get("balances", &account).unwrap() {
-                let v: u64 = std::str::from_utf8(&v).unwrap().parse().unwrap();
-                assert_eq!(
-                    partition_of(&account),
-                    p,
-                    "{account} lives in its partition"
-                );
-                *balances.entry(account).or_default() += v;
-            }
-        }
-        pending += store.outbox().peek(usize::MAX).unwrap().len();
+    if let Some(n) = crash_after {
+        args.extend(["--crash-after".into(), n.to_string().into()]);
     }
-    (balances, pending)
+    Instance::spawn("jetstream_consumer", name, args)
 }
 
 struct Run {
@@ -212,8 +171,8 @@ fn scenario(dedup: bool) -> Run {
     let server = NatsServer::start();
     let dirs = tempfile::tempdir().unwrap();
     let checkpoints = dirs.path().join("checkpoints");
-    let spawn = |root: &str, name: &str, crash_after: Option<u64>| {
-        Instance::spawn(
+    let instance = |root: &str, name: &str, crash_after: Option<u64>| {
+        spawn(
             &server,
             &dirs.path().join(root),
             &checkpoints,
@@ -225,9 +184,9 @@ fn scenario(dedup: bool) -> Run {
     let mut producer = Producer::new(&server);
     producer.publish(0..400);
 
-    let mut a = spawn("a", "a", None);
-    let mut b = spawn("b", "b", None);
-    for p in 0..PARTITIONS {
+    let mut a = instance("a", "a", None);
+    let mut b = instance("b", "b", None);
+    for p in 0..orders::PARTITIONS {
         let owner = if p < 2 { &mut a } else { &mut b };
         let answer = owner
             .ask(&format!("assign {p}"), &format!("assigned {p}"))
@@ -254,7 +213,7 @@ fn scenario(dedup: bool) -> Run {
     producer.publish(800..1200);
     std::thread::sleep(Duration::from_millis(fastrand::u64(0..300)));
     b.kill();
-    for p in 1..PARTITIONS {
+    for p in 1..orders::PARTITIONS {
         let answer = a
             .ask(&format!("assign {p}"), &format!("assigned {p}"))
             .unwrap();
@@ -267,11 +226,11 @@ fn scenario(dedup: bool) -> Run {
     // 25th commit; restarted on its own directory, c reopens its local copy, newer than any
     // checkpoint.
     a.ask("revoke 3", "revoked 3").unwrap();
-    let mut c = spawn("c", "c", Some(25));
+    let mut c = instance("c", "c", Some(25));
     c.ask("assign 3", "assigned 3").unwrap();
     producer.publish(1600..2000);
     assert!(!c.wait_for_exit().success(), "c aborted");
-    let mut c = spawn("c", "c-restarted", None);
+    let mut c = instance("c", "c-restarted", None);
     let answer = c.ask("assign 3", "assigned 3").unwrap();
     assert!(answer.contains("LocalCopy"), "{answer}");
     // More SIGKILLs at random moments, each followed by a restart on c's own directory.
@@ -279,25 +238,21 @@ fn scenario(dedup: bool) -> Run {
         producer.publish(2000 + round * 100..2100 + round * 100);
         std::thread::sleep(Duration::from_millis(fastrand::u64(0..200)));
         c.kill();
-        c = spawn("c", &format!("c-{round}"), None);
+        c = instance("c", &format!("c-{round}"), None);
         let answer = c.ask("assign 3", "assigned 3").unwrap();
         assert!(answer.contains("LocalCopy"), "{answer}");
     }
     producer.publish(2300..2400);
     producer.retry_late(1200..2400, 6);
 
-    wait_for_the_end(&producer, &mut [&mut a, &mut c]);
+    orders::wait_for_the_end(&producer.sent, &mut [&mut a, &mut c]);
     a.quit();
     c.quit();
 
-    let mut expected = HashMap::new();
-    for account in producer.ids.values() {
-        *expected.entry(account.clone()).or_default() += 1;
-    }
-    let (balances, pending_events) = final_state(&checkpoints, dirs.path());
+    let (balances, pending_events) = orders::final_state(&checkpoints, dirs.path());
     Run {
         _server: server,
-        expected,
+        expected: producer.sent.expected(),
         balances,
         producer,
         pending_events,
@@ -307,73 +262,33 @@ fn scenario(dedup: bool) -> Run {
 #[test]
 fn every_effect_and_event_exactly_once_across_hand_offs_and_crashes() {
     let run = scenario(true);
-    assert!(
-        run.producer.stored_retries > 100,
-        "the stream holds retries"
-    );
+    let sent = &run.producer.sent;
+    assert!(sent.stored_retries > 100, "the stream holds retries");
     assert_eq!(
         run.balances, run.expected,
         "every order applied exactly once"
     );
     assert_eq!(run.pending_events, 0, "the outboxes were relayed");
-
-    // Downstream dedup by (partition, sequence): a replay re-emits an event under the sequence
-    // number it had, with the same payload.
     let events = run.producer.events();
-    let mut by_position: HashMap<(u32, u64), String> = HashMap::new();
-    for (p, seq, payload) in &events {
-        let earlier = by_position
-            .entry((*p, *seq))
-            .or_insert_with(|| payload.clone());
-        assert_eq!(
-            earlier, payload,
-            "event {p}/{seq} re-emitted with another payload"
-        );
-    }
-    let mut per_id: BTreeMap<&str, usize> = BTreeMap::new();
-    for payload in by_position.values() {
-        *per_id
-            .entry(payload.split(' ').next().unwrap())
-            .or_default() += 1;
-    }
-    assert!(per_id.values().all(|&n| n == 1), "an order's event twice");
-    assert_eq!(
-        per_id.keys().copied().collect::<Vec<_>>(),
-        run.producer
-            .ids
-            .keys()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        "one event per order"
-    );
+    let deduped = orders::check_events(&events, sent);
     eprintln!(
-        "{} orders, {} stored retries, {} events published ({} after downstream dedup)",
-        run.producer.ids.len(),
-        run.producer.stored_retries,
+        "{} orders, {} stored retries, {} events published ({deduped} after downstream dedup)",
+        sent.ids.len(),
+        sent.stored_retries,
         events.len(),
-        by_position.len()
     );
 }
 
 #[test]
 fn without_dedup_the_same_run_applies_retries_twice() {
     let run = scenario(false);
-    let doubled: u64 = run
-        .expected
-        .iter()
-        .map(|(account, n)| {
-            run.balances
-                .get(account)
-                .copied()
-                .unwrap_or(0)
-                .saturating_sub(*n)
-        })
-        .sum();
     // Each retry the stream stored is applied a second time, and nothing else is: hand-offs
     // and crash replays are exact without dedup too; only the retries need it.
-    assert!(run.producer.stored_retries > 100);
+    let stored = run.producer.sent.stored_retries as u64;
+    assert!(stored > 100);
     assert_eq!(
-        doubled, run.producer.stored_retries as u64,
+        orders::applied_twice(&run.expected, &run.balances),
+        stored,
         "effects applied twice"
     );
 }
