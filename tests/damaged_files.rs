@@ -30,12 +30,18 @@ fn id(i: u64) -> String {
 }
 
 /// A store of `TXNS` record-and-mark transactions over several generations: the first rounds
-/// flushed to table files, the last only in the write-ahead log. Returns the clock to reopen it
-/// with.
-fn build(dir: &Path) -> ManualClock {
+/// flushed to table files, the last only in the write-ahead log. With `reopened`, the store is
+/// closed and opened again before the last round, so that the MANIFEST starts with an open's
+/// record (which names a log number no log has) and ends in the flushes since. Returns the
+/// clock to reopen it with.
+fn build(dir: &Path, reopened: bool) -> ManualClock {
     let clock = clock();
-    let store = open(dir, &clock).unwrap();
+    let mut store = open(dir, &clock).unwrap();
     for round in 0..ROUNDS {
+        if reopened && round + 1 == ROUNDS {
+            store.close().unwrap();
+            store = open(dir, &clock).unwrap();
+        }
         for i in round * PER_ROUND..(round + 1) * PER_ROUND {
             // The last round's generation also flushes: the MANIFEST then ends in flushes.
             if round + 1 == ROUNDS && i % 100 == 0 {
@@ -156,7 +162,7 @@ fn check_consistent(store: &Store, file: &str) -> Option<u64> {
 fn every_file_flipped_or_truncated_is_named_or_recovered_consistently() {
     let base = tempfile::tempdir().unwrap();
     let source = base.path().join("source");
-    let clock = build(&source);
+    let clock = build(&source, false);
     let mut case = 0;
     for name in names(&source) {
         let len = fs::metadata(source.join(&name)).unwrap().len();
@@ -199,9 +205,18 @@ fn every_file_flipped_or_truncated_is_named_or_recovered_consistently() {
 
 #[test]
 fn a_manifest_truncated_anywhere_is_refused_before_anything_is_deleted() {
+    truncate_the_manifest_anywhere(false);
+}
+
+#[test]
+fn a_manifest_truncated_anywhere_after_a_reopen_is_refused_before_anything_is_deleted() {
+    truncate_the_manifest_anywhere(true);
+}
+
+fn truncate_the_manifest_anywhere(reopened: bool) {
     let base = tempfile::tempdir().unwrap();
     let source = base.path().join("source");
-    let clock = build(&source);
+    let clock = build(&source, reopened);
     let manifest = names(&source)
         .into_iter()
         .find(|n| n.starts_with("MANIFEST-"))

@@ -18,8 +18,9 @@
 //!   logs still hold, or a file whose record was lost. Flushes are atomic across column families
 //!   ([`options::database`](super::options::database)), so every flush's record carries the
 //!   minimum log number of all of them, and RocksDB deletes no log at or past the last one
-//!   recorded. After a crash that log is there; after lost records the MANIFEST's minimum is
-//!   older than the ones it lost, and its log is gone.
+//!   recorded. After a crash that log is there (or, if the last record is an open's, which
+//!   records the number after the logs it replayed, the log the open created is); after lost
+//!   records the MANIFEST's minimum is older than the ones it lost, and its log is gone.
 
 use super::directory::{self, META_CF};
 use super::meta::Meta;
@@ -229,7 +230,7 @@ fn verify(path: &Path, existing: &[String], identity: Option<&Meta>) -> Result<(
         .property_int_value("rocksdb.min-log-number-to-keep")
         .map_err(|e| Error::rocks(format!("reading {}", path.display()), &e))?
         .unwrap_or(0);
-    let log_kept = path.join(format!("{min_log:06}.log")).exists();
+    let log_kept = path.join(format!("{min_log:06}.log")).exists() || opened_since(path, min_log)?;
     // A log number of 0 is a database whose MANIFEST never recorded one: a creation a crash
     // interrupted, unless the identity file says the store was finished.
     if log_kept || (min_log == 0 && identity.is_none()) {
@@ -246,6 +247,40 @@ fn verify(path: &Path, existing: &[String], identity: Option<&Meta>) -> Result<(
             unlisted.len() - 1
         ),
     ))
+}
+
+/// Whether `min_log`, the MANIFEST's minimum log number, is the one an open recorded with no
+/// flush since: an open that replays logs records the number after the last one replayed, which
+/// no log has, and deletes the logs it replayed. RocksDB deletes a log only once a record past it
+/// is written, so until a flush records a newer minimum every log created since the open is
+/// kept, the open's own among them: the first log at or past `min_log`, numbered before the
+/// MANIFEST the open wrote. After lost records the minimum is older than the lost ones, the logs
+/// those records let go are gone, the open's own with them, and the first log kept is numbered
+/// after the MANIFEST.
+fn opened_since(path: &Path, min_log: u64) -> Result<bool> {
+    let number = |name: &str, prefix: &str, suffix: &str| -> Option<u64> {
+        name.strip_prefix(prefix)?
+            .strip_suffix(suffix)?
+            .parse()
+            .ok()
+    };
+    let Some(manifest) = manifest(path)
+        .file_name()
+        .and_then(|name| number(&name.to_string_lossy(), "MANIFEST-", ""))
+    else {
+        return Ok(false);
+    };
+    let listing_error = |e| Error::io(format!("listing {}", path.display()), e);
+    let mut first_log = None;
+    for entry in fs::read_dir(path).map_err(listing_error)? {
+        let name = entry.map_err(listing_error)?.file_name();
+        if let Some(log) = number(&name.to_string_lossy(), "", ".log")
+            && log >= min_log
+        {
+            first_log = Some(first_log.map_or(log, |first: u64| first.min(log)));
+        }
+    }
+    Ok(first_log.is_some_and(|log| log < manifest))
 }
 
 /// Adds the write-ahead logs to a corruption RocksDB reported while opening the store without
