@@ -7,7 +7,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/dedupstore/target
 export CARGO_TARGET_DIR
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench fuzz deps redis nats
+.PHONY: demo test kafka-test bench fuzz deps redis nats
 
 demo: deps
 	cargo run --release --quiet -- demo
@@ -15,12 +15,26 @@ demo: deps
 test: deps nats
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
-	cargo clippy --release --lib --features kafka -- -D warnings
-	RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps
+	cargo clippy --release --features kafka --lib --examples --tests -- -D warnings
+	RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --features kafka
 	cargo test --release
+	cargo test --release --features kafka --doc kafka
 	cargo run --release --quiet --example consumer
 	cargo run --release --quiet --example http_handler
 	cargo bench --no-run
+
+# The Kafka end-to-end test (tests/kafka.rs, docs/integrations.md) against tansu, a
+# Kafka-compatible broker, installed from crates.io into ~/.cache/tansu when missing (about 10
+# minutes on two cores; its default features have no storage engine). Not part of `make test`.
+TANSU_HOME ?= $(HOME)/.cache/tansu
+kafka-test: deps
+	@[ -x "$(TANSU_HOME)/install/bin/tansu" ] || { \
+		echo "installing tansu 0.6.0 into $(TANSU_HOME)"; \
+		env -u CARGO_TARGET_DIR cargo install tansu --version 0.6.0 --locked --features dynostore \
+			--root "$(TANSU_HOME)/install" --target-dir "$(TANSU_HOME)/target"; \
+	}
+	cargo build --release --features kafka --example kafka_consumer
+	PATH="$(TANSU_HOME)/install/bin:$$PATH" cargo test --release --features kafka --test kafka -- --nocapture
 
 bench: deps redis
 	cargo bench
