@@ -26,8 +26,8 @@
 //!     --root /var/lib/orders/a --checkpoints /mnt/checkpoints
 //! ```
 //!
-//! Options: `--no-dedup` leaves the mark out (to see duplicates applied), `--crash-after N`
-//! aborts the process between the Nth commit and its ack.
+//! Options (`--help` lists them): `--no-dedup` leaves the mark out (to see duplicates applied),
+//! `--crash-after N` aborts the process between the Nth commit and its ack.
 
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, AckKind, consumer::DeliverPolicy, consumer::pull};
@@ -47,12 +47,26 @@ const OFFSETS: &str = "orders";
 
 type Result<T> = std::result::Result<T, Box<dyn Error + Send + Sync>>;
 
+/// A consumer instance (see the example's documentation).
+#[derive(clap::Parser)]
 struct Options {
+    /// The NATS server's URL.
+    #[arg(long)]
     server: String,
+    /// The directory of this instance's stores.
+    #[arg(long)]
     root: String,
+    /// The checkpoint directory the instances share.
+    #[arg(long)]
     checkpoints: String,
-    instance: String,
-    dedup: bool,
+    /// This instance's name [default: the process ID].
+    #[arg(long)]
+    instance: Option<String>,
+    /// Leaves the mark out of each transaction, to see duplicates applied.
+    #[arg(long)]
+    no_dedup: bool,
+    /// Aborts the process after this many commits.
+    #[arg(long)]
     crash_after: Option<u64>,
 }
 
@@ -72,39 +86,9 @@ struct Running {
     task: JoinHandle<Result<()>>,
 }
 
-fn options() -> Result<Options> {
-    let mut args = std::env::args().skip(1);
-    let mut found: HashMap<String, String> = HashMap::new();
-    let mut dedup = true;
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--no-dedup" => dedup = false,
-            flag if flag.starts_with("--") => {
-                let value = args.next().ok_or(format!("{flag} needs a value"))?;
-                found.insert(flag.trim_start_matches("--").to_owned(), value);
-            }
-            other => return Err(format!("unexpected argument {other:?}").into()),
-        }
-    }
-    let mut take = |name: &str| {
-        found
-            .remove(name)
-            .ok_or_else(|| format!("--{name} is required (see the example's documentation)"))
-    };
-    let options = Options {
-        server: take("server")?,
-        root: take("root")?,
-        checkpoints: take("checkpoints")?,
-        instance: take("instance").unwrap_or_else(|_| std::process::id().to_string()),
-        dedup,
-        crash_after: take("crash-after").ok().map(|n| n.parse()).transpose()?,
-    };
-    Ok(options)
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
-    let options = options()?;
+    let options = <Options as clap::Parser>::parse();
     let client = async_nats::connect(&options.server).await?;
     let partitions = Partitions::builder(&options.root)
         .checkpoints(Checkpoints::local(&options.checkpoints)?)
@@ -114,8 +98,10 @@ async fn main() -> Result<()> {
     let consumer = Arc::new(Consumer {
         js: jetstream::new(client),
         partitions,
-        instance: options.instance,
-        dedup: options.dedup,
+        instance: options
+            .instance
+            .unwrap_or_else(|| std::process::id().to_string()),
+        dedup: !options.no_dedup,
         crash_after: options.crash_after,
         commits: AtomicU64::new(0),
     });

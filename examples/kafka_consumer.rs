@@ -29,7 +29,6 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use std::collections::HashMap;
 use std::error::Error;
 use std::io::BufRead;
 use std::sync::mpsc;
@@ -42,47 +41,31 @@ const RELAY_EVERY: Duration = Duration::from_millis(200);
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
+/// A consumer instance (see the example's documentation).
+#[derive(clap::Parser)]
 struct Options {
+    /// The brokers' addresses (`bootstrap.servers`).
+    #[arg(long)]
     brokers: String,
+    /// The directory of this instance's stores.
+    #[arg(long)]
     root: String,
+    /// The checkpoint directory the instances share.
+    #[arg(long)]
     checkpoints: String,
-    dedup: bool,
+    /// Leaves the mark out of each transaction, to see duplicates applied.
+    #[arg(long)]
+    no_dedup: bool,
+    /// Rebalances with the cooperative protocol (`cooperative-sticky`) instead of the eager one.
+    #[arg(long)]
     cooperative: bool,
+    /// Aborts the process after this many commits, before the next poll.
+    #[arg(long)]
     crash_after: Option<u64>,
 }
 
-fn options() -> Result<Options> {
-    let mut args = std::env::args().skip(1);
-    let mut found: HashMap<String, String> = HashMap::new();
-    let (mut dedup, mut cooperative) = (true, false);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--no-dedup" => dedup = false,
-            "--cooperative" => cooperative = true,
-            flag if flag.starts_with("--") => {
-                let value = args.next().ok_or(format!("{flag} needs a value"))?;
-                found.insert(flag.trim_start_matches("--").to_owned(), value);
-            }
-            other => return Err(format!("unexpected argument {other:?}").into()),
-        }
-    }
-    let mut take = |name: &str| {
-        found
-            .remove(name)
-            .ok_or_else(|| format!("--{name} is required (see the example's documentation)"))
-    };
-    Ok(Options {
-        brokers: take("brokers")?,
-        root: take("root")?,
-        checkpoints: take("checkpoints")?,
-        dedup,
-        cooperative,
-        crash_after: take("crash-after").ok().map(|n| n.parse()).transpose()?,
-    })
-}
-
 fn main() -> Result<()> {
-    let options = options()?;
+    let options = <Options as clap::Parser>::parse();
     let partitions = Partitions::builder(&options.root)
         .checkpoints(Checkpoints::local(&options.checkpoints)?)
         .capacity(100_000)
@@ -125,7 +108,7 @@ fn main() -> Result<()> {
             let Some(partition) = consumer.context().store_for(&message) else {
                 continue;
             };
-            if apply(partition.store(), &message, options.dedup)? {
+            if apply(partition.store(), &message, !options.no_dedup)? {
                 commits += 1;
                 if options.crash_after == Some(commits) {
                     eprintln!("crashing after commit {commits}, before the next poll");

@@ -138,22 +138,13 @@ fn spawn(
     dedup: bool,
     crash_after: Option<u64>,
 ) -> Instance {
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "--server".into(),
-        server.url.clone().into(),
-        "--instance".into(),
-        name.into(),
-        "--root".into(),
-        root.into(),
-        "--checkpoints".into(),
-        checkpoints.into(),
+    let flags = vec![
+        ("server", server.url.clone().into()),
+        ("instance", name.into()),
+        ("root", root.into()),
+        ("checkpoints", checkpoints.into()),
     ];
-    if !dedup {
-        args.push("--no-dedup".into());
-    }
-    if let Some(n) = crash_after {
-        args.extend(["--crash-after".into(), n.to_string().into()]);
-    }
+    let args = consumer::arguments(flags, dedup, crash_after);
     Instance::spawn("jetstream_consumer", name, args)
 }
 

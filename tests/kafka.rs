@@ -256,22 +256,14 @@ fn spawn(how: Spawn<'_>, name: &str) -> Instance {
         cooperative,
         crash_after,
     } = how;
-    let mut args: Vec<std::ffi::OsString> = vec![
-        "--brokers".into(),
-        broker.url.clone().into(),
-        "--root".into(),
-        root.into(),
-        "--checkpoints".into(),
-        checkpoints.into(),
+    let flags = vec![
+        ("brokers", broker.url.clone().into()),
+        ("root", root.into()),
+        ("checkpoints", checkpoints.into()),
     ];
-    if !dedup {
-        args.push("--no-dedup".into());
-    }
+    let mut args = consumer::arguments(flags, dedup, crash_after);
     if cooperative {
         args.push("--cooperative".into());
-    }
-    if let Some(n) = crash_after {
-        args.extend(["--crash-after".into(), n.to_string().into()]);
     }
     Instance::spawn("kafka_consumer", name, args)
 }

@@ -24,6 +24,26 @@ fn example_binary(name: &str) -> PathBuf {
     example
 }
 
+/// An example's arguments: `--<name> <value>` for each of `flags`, then `--no-dedup` if not
+/// `dedup` and `--crash-after <n>` if given.
+pub fn arguments(
+    flags: Vec<(&str, OsString)>,
+    dedup: bool,
+    crash_after: Option<u64>,
+) -> Vec<OsString> {
+    let mut args = Vec::new();
+    for (name, value) in flags {
+        args.extend([format!("--{name}").into(), value]);
+    }
+    if !dedup {
+        args.push("--no-dedup".into());
+    }
+    if let Some(n) = crash_after {
+        args.extend(["--crash-after".into(), n.to_string().into()]);
+    }
+    args
+}
+
 /// One consumer instance.
 pub struct Instance {
     pub name: String,
