@@ -231,9 +231,9 @@ const SESSION_TIMEOUT: Duration = Duration::from_secs(6);
 /// Waits until a member that died at `death` has been expired by the broker and the group has
 /// rebalanced without it: tansu 0.6 deals a dead member's partitions out only at the next join
 /// after that (docs/integrations.md), so the next member must not join sooner. The survivors'
-/// reassignment would mark it under the eager protocol, but not always soon after the expiry,
-/// and not at all under the cooperative one: so this waits for the session timeout, and as long
-/// again and a half for the rebalance.
+/// reassignment is no marker: under the cooperative protocol they print nothing, and under the
+/// eager one a run here waited 30 s for it in vain. So this waits for the session timeout, and
+/// as long again and a half for the rebalance.
 fn wait_for_the_expiry(death: Instant) {
     std::thread::sleep((death + SESSION_TIMEOUT * 5 / 2).saturating_duration_since(Instant::now()));
 }

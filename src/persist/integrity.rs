@@ -254,7 +254,8 @@ fn verify(path: &Path, existing: &[String], identity: Option<&Meta>) -> Result<(
 /// no log has, and deletes the logs it replayed. RocksDB deletes a log only once a record past it
 /// is written, so until a flush records a newer minimum every log created since the open is
 /// kept, the open's own among them: the first log at or past `min_log`, numbered before the
-/// MANIFEST the open wrote. After lost records the minimum is older than the lost ones, the logs
+/// MANIFEST the open wrote (an open creates its log, then writes the new MANIFEST with the
+/// records of its recovery). After lost records the minimum is older than the lost ones, the logs
 /// those records let go are gone, the open's own with them, and the first log kept is numbered
 /// after the MANIFEST.
 fn opened_since(path: &Path, min_log: u64) -> Result<bool> {
