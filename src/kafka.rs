@@ -189,26 +189,34 @@ impl RebalanceContext {
         ready: &[(String, i32, Partition)],
     ) -> Result<()> {
         let mut fetched = self.fetched.lock();
+        let cooperative = cooperative(consumer);
+        // Each partition to assign, with where it resumes if its store holds no offset yet.
+        let mut assigning: Vec<(Partition, Option<i64>)> = Vec::new();
+        if !cooperative {
+            assigning.extend(fetched.iter().filter_map(|((topic, partition), position)| {
+                let number = u32::try_from(*partition).ok()?;
+                Some((self.partitions.get(topic, number)?, position.from))
+            }));
+        }
+        assigning.extend(ready.iter().map(|(_, _, store)| (store.clone(), None)));
         let mut list = TopicPartitionList::new();
         let mut positions = Vec::new();
-        let cooperative = cooperative(consumer);
-        if !cooperative {
-            for ((topic, partition), position) in fetched.iter() {
-                let Some(store) = u32::try_from(*partition)
-                    .ok()
-                    .and_then(|number| self.partitions.get(topic, number))
-                else {
-                    continue;
-                };
-                let from = next_offset(&store, topic, *partition)?.or(position.from);
-                add(&mut list, topic, *partition, from)?;
-                positions.push((topic.clone(), *partition, from));
-            }
-        }
-        for (topic, partition, store) in ready {
-            let from = next_offset(store, topic, *partition)?;
-            add(&mut list, topic, *partition, from)?;
-            positions.push((topic.clone(), *partition, from));
+        for (store, otherwise) in &assigning {
+            let (topic, partition) = (
+                store.stream(),
+                i32::try_from(store.partition()).unwrap_or(i32::MAX),
+            );
+            let from = next_offset(store)?.or(*otherwise);
+            list.add_partition_offset(
+                topic,
+                partition,
+                from.map_or(Offset::Beginning, Offset::Offset),
+            )
+            .map_err(|e| Error::Broker {
+                context: format!("assigning {topic}/{partition}"),
+                detail: e.to_string(),
+            })?;
+            positions.push((topic.to_owned(), partition, from));
         }
         let assigned = if cooperative {
             consumer.incremental_assign(&list)
@@ -278,23 +286,19 @@ impl RebalanceContext {
                 }
             }
         }
-        // The rebalance completes with an assignment call: under the eager protocol, of the
-        // partitions fetched here already (none, as the rebalance revoked them all first). If
-        // that fails, of nothing, so the group does not wait on this member.
-        if let Err(e) = self.fetch(consumer, &[]) {
-            tracing::error!(error = %e, "completing an assignment failed; nothing is fetched until the next resume_ready");
-            let empty = TopicPartitionList::new();
-            let completed = if cooperative(consumer) {
-                consumer.incremental_assign(&empty)
-            } else {
-                // Fetched again once the next resume_ready assigns them.
-                let fetched = std::mem::take(&mut *self.fetched.lock());
-                self.pending.lock().extend(fetched.into_keys());
-                consumer.assign(&empty)
-            };
-            if let Err(e) = completed {
-                tracing::error!(error = %e, "completing an assignment with nothing failed");
-            }
+        // The rebalance completes with an assignment call, of nothing: under the eager protocol
+        // the rebalance revoked every partition first, and any still fetched is assigned again
+        // by the next resume_ready.
+        let empty = TopicPartitionList::new();
+        let completed = if cooperative(consumer) {
+            consumer.incremental_assign(&empty)
+        } else {
+            let fetched = std::mem::take(&mut *self.fetched.lock());
+            self.pending.lock().extend(fetched.into_keys());
+            consumer.assign(&empty)
+        };
+        if let Err(e) = completed {
+            tracing::error!(error = %e, "completing an assignment failed");
         }
     }
 }
@@ -307,30 +311,12 @@ fn cooperative(consumer: &BaseConsumer<RebalanceContext>) -> bool {
     )
 }
 
-/// The offset after the one `store` holds for `partition` of `topic`; `None` if it holds none.
-fn next_offset(store: &Partition, topic: &str, partition: i32) -> Result<Option<i64>> {
-    let Ok(number) = u32::try_from(partition) else {
-        return Ok(None);
-    };
+/// The offset after the one `store` holds for its partition; `None` if it holds none.
+fn next_offset(store: &Partition) -> Result<Option<i64>> {
     Ok(store
         .store()
-        .offset(topic, number)?
+        .offset(store.stream(), store.partition())?
         .map(|stored| i64::try_from(stored.saturating_add(1)).unwrap_or(i64::MAX)))
-}
-
-/// Adds `partition` of `topic` to `list` at `from`, or at its first offset.
-fn add(
-    list: &mut TopicPartitionList,
-    topic: &str,
-    partition: i32,
-    from: Option<i64>,
-) -> Result<()> {
-    let offset = from.map_or(Offset::Beginning, Offset::Offset);
-    list.add_partition_offset(topic, partition, offset)
-        .map_err(|e| Error::Broker {
-            context: format!("assigning {topic}/{partition}"),
-            detail: e.to_string(),
-        })
 }
 
 impl ClientContext for RebalanceContext {}
