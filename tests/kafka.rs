@@ -30,7 +30,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _,
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -238,36 +238,6 @@ fn wait_for_the_expiry(death: Instant) {
     std::thread::sleep((death + SESSION_TIMEOUT * 5 / 2).saturating_duration_since(Instant::now()));
 }
 
-struct Spawn<'a> {
-    broker: &'a Tansu,
-    root: PathBuf,
-    checkpoints: &'a Path,
-    dedup: bool,
-    cooperative: bool,
-    crash_after: Option<u64>,
-}
-
-fn spawn(how: Spawn<'_>, name: &str) -> Instance {
-    let Spawn {
-        broker,
-        root,
-        checkpoints,
-        dedup,
-        cooperative,
-        crash_after,
-    } = how;
-    let flags = vec![
-        ("brokers", broker.url.clone().into()),
-        ("root", root.into()),
-        ("checkpoints", checkpoints.into()),
-    ];
-    let mut args = consumer::arguments(flags, dedup, crash_after);
-    if cooperative {
-        args.push("--cooperative".into());
-    }
-    Instance::spawn("kafka_consumer", name, args)
-}
-
 /// Waits until the instances together have every partition ready.
 fn wait_for_all_assigned(instances: &mut [&mut Instance]) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -298,15 +268,16 @@ fn scenario(broker: &Tansu, dedup: bool, cooperative: bool) -> Run {
     let dirs = tempfile::tempdir().unwrap();
     let checkpoints = dirs.path().join("checkpoints");
     let instance = |root: &str, name: &str, crash_after: Option<u64>| {
-        let how = Spawn {
-            broker,
-            root: dirs.path().join(root),
-            checkpoints: &checkpoints,
-            dedup,
-            cooperative,
-            crash_after,
-        };
-        spawn(how, name)
+        let flags = vec![
+            ("brokers", broker.url.clone().into()),
+            ("root", dirs.path().join(root).into()),
+            ("checkpoints", checkpoints.clone().into()),
+        ];
+        let mut args = consumer::arguments(flags, dedup, crash_after);
+        if cooperative {
+            args.push("--cooperative".into());
+        }
+        Instance::spawn("kafka_consumer", name, args)
     };
     let mut producer = Producer::new(broker);
     producer.publish(0..400);
