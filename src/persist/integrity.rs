@@ -211,18 +211,22 @@ fn verify(path: &Path, existing: &[String], identity: Option<&Meta>) -> Result<(
         .into_iter()
         .map(|f| f.name.trim_start_matches('/').to_owned())
         .collect();
-    let listing_error = |e| Error::io(format!("listing {}", path.display()), e);
-    let mut unlisted = Vec::new();
-    for entry in fs::read_dir(path).map_err(listing_error)? {
-        let name = entry.map_err(listing_error)?.file_name();
-        let name = name.to_string_lossy();
-        let table = Path::new(name.as_ref())
-            .extension()
-            .is_some_and(|e| e == "sst");
-        if table && !live.iter().any(|l| *l == name) {
-            unlisted.push(name.into_owned());
-        }
-    }
+    let files = fs::read_dir(path)
+        .and_then(|entries| {
+            entries
+                .map(|entry| Ok(entry?.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<Vec<String>>>()
+        })
+        .map_err(|e| Error::io(format!("listing {}", path.display()), e))?;
+    let mut unlisted: Vec<&String> = files
+        .iter()
+        .filter(|name| {
+            Path::new(name.as_str())
+                .extension()
+                .is_some_and(|e| e == "sst")
+                && !live.iter().any(|l| l == *name)
+        })
+        .collect();
     if unlisted.is_empty() {
         return Ok(());
     }
@@ -230,15 +234,14 @@ fn verify(path: &Path, existing: &[String], identity: Option<&Meta>) -> Result<(
         .property_int_value("rocksdb.min-log-number-to-keep")
         .map_err(|e| Error::rocks(format!("reading {}", path.display()), &e))?
         .unwrap_or(0);
-    let log_kept = path.join(format!("{min_log:06}.log")).exists() || opened_since(path, min_log)?;
     // A log number of 0 is a database whose MANIFEST never recorded one: a creation a crash
     // interrupted, unless the identity file says the store was finished.
-    if log_kept || (min_log == 0 && identity.is_none()) {
+    if log_kept(path, &files, min_log) || (min_log == 0 && identity.is_none()) {
         return Ok(()); // files a crash left; RocksDB deletes them
     }
     unlisted.sort();
     Err(lost(
-        path.join(&unlisted[0]),
+        path.join(unlisted[0]),
         format!(
             "table file not listed in {} (with {} more), whose oldest log to replay, \
              {min_log:06}.log, is gone: the MANIFEST lost records, and opening would delete \
@@ -249,16 +252,19 @@ fn verify(path: &Path, existing: &[String], identity: Option<&Meta>) -> Result<(
     ))
 }
 
-/// Whether `min_log`, the MANIFEST's minimum log number, is the one an open recorded with no
-/// flush since: an open that replays logs records the number after the last one replayed, which
-/// no log has, and deletes the logs it replayed. RocksDB deletes a log only once a record past it
-/// is written, so until a flush records a newer minimum every log created since the open is
-/// kept, the open's own among them: the first log at or past `min_log`, numbered before the
-/// MANIFEST the open wrote (an open creates its log, then writes the new MANIFEST with the
-/// records of its recovery). After lost records the minimum is older than the lost ones, the logs
-/// those records let go are gone, the open's own with them, and the first log kept is numbered
-/// after the MANIFEST.
-fn opened_since(path: &Path, min_log: u64) -> Result<bool> {
+/// Whether the log `min_log`, the MANIFEST's minimum log number, of the store at `path` holding
+/// `files`, is kept, or `min_log` is the one an open recorded with no flush since. An open that
+/// replays logs records the number after the last one replayed, which no log has, and deletes
+/// the logs it replayed. RocksDB deletes a log only once a record past it is written, so until a
+/// flush records a newer minimum every log created since the open is kept, the open's own among
+/// them: the first log at or past `min_log`, numbered before the MANIFEST the open wrote (an open
+/// creates its log, then writes the new MANIFEST with the records of its recovery). After lost
+/// records the minimum is older than the lost ones, the logs those records let go are gone, the
+/// open's own with them, and the first log kept is numbered after the MANIFEST.
+fn log_kept(path: &Path, files: &[String], min_log: u64) -> bool {
+    if files.contains(&format!("{min_log:06}.log")) {
+        return true;
+    }
     let number = |name: &str, prefix: &str, suffix: &str| -> Option<u64> {
         name.strip_prefix(prefix)?
             .strip_suffix(suffix)?
@@ -269,19 +275,14 @@ fn opened_since(path: &Path, min_log: u64) -> Result<bool> {
         .file_name()
         .and_then(|name| number(&name.to_string_lossy(), "MANIFEST-", ""))
     else {
-        return Ok(false);
+        return false;
     };
-    let listing_error = |e| Error::io(format!("listing {}", path.display()), e);
-    let mut first_log = None;
-    for entry in fs::read_dir(path).map_err(listing_error)? {
-        let name = entry.map_err(listing_error)?.file_name();
-        if let Some(log) = number(&name.to_string_lossy(), "", ".log")
-            && log >= min_log
-        {
-            first_log = Some(first_log.map_or(log, |first: u64| first.min(log)));
-        }
-    }
-    Ok(first_log.is_some_and(|log| log < manifest))
+    files
+        .iter()
+        .filter_map(|name| number(name, "", ".log"))
+        .filter(|&log| log >= min_log)
+        .min()
+        .is_some_and(|log| log < manifest)
 }
 
 /// Adds the write-ahead logs to a corruption RocksDB reported while opening the store without
