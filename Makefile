@@ -7,7 +7,7 @@ CARGO_TARGET_DIR ?= $(HOME)/.cache/dedupstore/target
 export CARGO_TARGET_DIR
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test kafka-test bench fuzz deps redis nats
+.PHONY: demo test compare kafka-test bench fuzz deps redis nats
 
 demo: deps
 	cargo run --release --quiet -- demo
@@ -38,6 +38,11 @@ kafka-test: deps
 
 bench: deps redis
 	cargo bench
+
+# `dedupstore bench`: one workload side by side against raw RocksDB and Redis (installed when
+# missing, started on 127.0.0.1 by the command itself); docs/performance.md.
+compare: deps redis
+	cargo run --release --quiet -- bench
 
 # One fuzz target (FUZZ=ops, wheel or codec) for FUZZ_SECONDS, on the nightly toolchain
 # (docs/reliability.md); installs nightly and cargo-fuzz if they are missing. It builds with sanitizers into fuzz/target, apart from the rest.

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Redis, id, raw_rocksdb};
+use common::{id, raw_rocksdb};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dedupstore::{Outcome, Store};
 use parking_lot::Mutex;
@@ -85,7 +85,7 @@ fn fresh_mark(c: &mut Criterion) {
     });
 
     let redis_dir = tempfile::tempdir().unwrap();
-    if let Some(redis) = Redis::start(redis_dir.path()) {
+    if let Some(redis) = common::redis(redis_dir.path()) {
         let mut conn = redis.connect().unwrap();
         group.bench_function("redis_set_nx_ex", |b| {
             b.iter(|| {
@@ -149,7 +149,7 @@ fn batch_mark(c: &mut Criterion) {
     });
 
     let redis_dir = tempfile::tempdir().unwrap();
-    if let Some(redis) = Redis::start(redis_dir.path()) {
+    if let Some(redis) = common::redis(redis_dir.path()) {
         let mut conn = redis.connect().unwrap();
         group.bench_function("redis_pipelined_set_nx_ex", |b| {
             b.iter_batched(

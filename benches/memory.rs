@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Redis, id};
+use common::id;
 use dedupstore::Store;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,7 +55,7 @@ fn main() {
     );
 
     let redis_dir = tempfile::tempdir().unwrap();
-    let Some(redis) = Redis::start(redis_dir.path()) else {
+    let Some(redis) = common::redis(redis_dir.path()) else {
         return;
     };
     let mut conn = redis.connect().unwrap();

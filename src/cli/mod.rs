@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod bench;
 mod checkpoint;
 mod demo;
 mod stream;
@@ -27,6 +28,10 @@ enum Command {
     /// Restore a store from a destination's newest checkpoint (or a named one, or a checkpoint
     /// directory), verifying every file and the restored contents against the manifest.
     Restore(checkpoint::RestoreArgs),
+    /// Measure one workload side by side against raw RocksDB and Redis (started here on
+    /// 127.0.0.1), or a store at growing sizes
+    /// (`growth`).
+    Bench(Box<bench::BenchArgs>),
     /// The demo's worker process (started by `demo`).
     #[command(hide = true)]
     DemoWorker(WorkerArgs),
@@ -35,7 +40,7 @@ enum Command {
 /// The stream a demo consumes.
 #[derive(Debug, Clone, Copy, Args)]
 pub struct StreamArgs {
-    /// Deliveries in the stream (at least 1,000, so that the crash lands midway).
+    /// Deliveries in the stream (at least 1,000: the demo's crash lands midway).
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1_000..=1 << 32))]
     messages: u64,
     /// Share of deliveries that redeliver an earlier message, in percent (0..=100).
@@ -70,7 +75,24 @@ pub fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Command::DemoWorker(args) => demo::worker(&args.dir, args.stream),
         Command::Checkpoint(args) => checkpoint::checkpoint(&args),
         Command::Restore(args) => checkpoint::restore(&args),
+        Command::Bench(args) => bench::run(*args).map_err(|e| e as Box<dyn std::error::Error>),
     }
+}
+
+/// A progress bar of `total` items on standard error, labelled `what`; hidden unless standard
+/// error is a terminal.
+fn count_bar(total: u64, what: String) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total).with_message(what);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} {msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
 }
 
 /// A progress bar of bytes on standard error, labelled `what`; hidden unless standard error is
