@@ -10,10 +10,10 @@
 use super::StreamArgs;
 use super::stream::{Stream, index};
 use dedupstore::{CommitOutcome, Outcome, Store, Ticket};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use std::collections::VecDeque;
 use std::error::Error;
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -283,14 +283,8 @@ impl Report {
 }
 
 fn progress_bar(len: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template(
+    super::progress_bar(
+        len,
         "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} deliveries ({per_sec})",
-    ) {
-        bar.set_style(style);
-    }
-    bar
+    )
 }

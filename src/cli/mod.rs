@@ -79,34 +79,34 @@ pub fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
     }
 }
 
-/// A progress bar of `total` items on standard error, labelled `what`; hidden unless standard
+/// A progress bar of `total` on standard error drawn with `template`; hidden unless standard
 /// error is a terminal.
-fn count_bar(total: u64, what: String) -> indicatif::ProgressBar {
+fn progress_bar(total: u64, template: &str) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::new(total).with_message(what);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{spinner} {msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})",
-    ) {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
         bar.set_style(style);
     }
     bar
 }
 
-/// A progress bar of bytes on standard error, labelled `what`; hidden unless standard error is
-/// a terminal.
+/// A progress bar of `total` items, labelled `what`.
+fn count_bar(total: u64, what: String) -> indicatif::ProgressBar {
+    progress_bar(
+        total,
+        "{spinner} {msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec})",
+    )
+    .with_message(what)
+}
+
+/// A progress bar of `total` bytes, labelled `what`.
 fn bytes_bar(total: u64, what: &'static str) -> indicatif::ProgressBar {
-    use std::io::IsTerminal;
-    if !std::io::stderr().is_terminal() {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(total).with_message(what);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
+    progress_bar(
+        total,
         "{spinner} {msg} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec})",
-    ) {
-        bar.set_style(style);
-    }
-    bar
+    )
+    .with_message(what)
 }
