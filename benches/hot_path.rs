@@ -1,5 +1,5 @@
 //! The hot path: a duplicate answered from memory, against a `Mutex<HashSet>` in the same run;
-//! a fresh mark in `Buffered` mode, singly and in batches of 500, against raw RocksDB writes of
+//! 64 duplicates in one batch call against 64 single calls and Redis pipelined; a fresh mark in `Buffered` mode, singly and in batches of 500, against raw RocksDB writes of
 //! the same bytes and Redis `SET id 1 NX EX ttl` over loopback (pipelined for the batch).
 //!
 //! `cargo bench --bench hot_path`
@@ -47,6 +47,86 @@ fn duplicate_check(c: &mut Criterion) {
             black_box(new)
         });
     });
+    group.finish();
+}
+
+/// 64 duplicates from memory: one `check_and_mark_batch` call, 64 `check_and_mark` calls, and
+/// (the baseline users would pick) 64 `SET id 1 NX EX` in one Redis pipeline.
+fn duplicate_batch(c: &mut Criterion) {
+    const DEPTH: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::builder(dir.path()).capacity(HOT_IDS).open().unwrap();
+    let ids: Vec<String> = (0..HOT_IDS).map(id).collect();
+    for chunk in ids.chunks(10_000) {
+        store.check_and_mark_batch(chunk).unwrap();
+    }
+    // Batches drawn all over the window, as redeliveries come; each batch's IDs are its own, as
+    // a consumer's come with their messages.
+    let mut rng = fastrand::Rng::with_seed(7);
+    let batches: Vec<Vec<String>> = (0..1_024)
+        .map(|_| {
+            (0..DEPTH)
+                .map(|_| ids[rng.usize(..ids.len())].clone())
+                .collect()
+        })
+        .collect();
+    let mut group = c.benchmark_group("duplicate_batch_of_64");
+    group.throughput(Throughput::Elements(DEPTH as u64));
+    let mut n = 0usize;
+    let mut next = || {
+        n = (n + 1) % batches.len();
+        &batches[n]
+    };
+    group.bench_function("dedupstore_batch", |b| {
+        b.iter(|| {
+            let outcomes = store.check_and_mark_batch(next()).unwrap();
+            debug_assert!(
+                outcomes
+                    .iter()
+                    .all(|o| matches!(o, Outcome::Duplicate { .. }))
+            );
+            black_box(outcomes)
+        });
+    });
+    group.bench_function("dedupstore_single", |b| {
+        b.iter(|| {
+            for id in next() {
+                black_box(store.check_and_mark(id).unwrap());
+            }
+        });
+    });
+    let redis_dir = tempfile::tempdir().unwrap();
+    if let Some(redis) = common::redis(redis_dir.path()) {
+        let mut conn = redis.connect().unwrap();
+        for chunk in ids.chunks(10_000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("SET")
+                    .arg(id)
+                    .arg(1)
+                    .arg("EX")
+                    .arg(86_400)
+                    .ignore();
+            }
+            pipe.query::<()>(&mut conn).unwrap();
+        }
+        group.bench_function("redis_pipelined_set_nx_ex", |b| {
+            b.iter(|| {
+                let mut pipe = redis::pipe();
+                for id in next() {
+                    pipe.cmd("SET")
+                        .arg(id)
+                        .arg(1)
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(86_400);
+                }
+                let r: Vec<Option<String>> = pipe.query(&mut conn).unwrap();
+                debug_assert!(r.iter().all(Option::is_none));
+                black_box(r)
+            });
+        });
+    }
     group.finish();
 }
 
@@ -174,5 +254,11 @@ fn batch_mark(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, duplicate_check, fresh_mark, batch_mark);
+criterion_group!(
+    benches,
+    duplicate_check,
+    duplicate_batch,
+    fresh_mark,
+    batch_mark
+);
 criterion_main!(benches);

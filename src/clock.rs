@@ -149,8 +149,13 @@ impl StoreTime {
     pub(crate) fn now_millis(&self) -> u64 {
         let elapsed = self.clock.elapsed().saturating_sub(self.origin);
         let read = duration_millis(self.base.saturating_add(elapsed)).min(MAX_MILLIS);
-        let previous = self.latest.fetch_max(read, Ordering::AcqRel);
-        previous.max(read)
+        // Most readings fall in the millisecond already stored: a load answers them without
+        // writing the line every thread shares, so callers on other cores do not contend for it.
+        let latest = self.latest.load(Ordering::Acquire);
+        if read <= latest {
+            return latest;
+        }
+        self.latest.fetch_max(read, Ordering::AcqRel).max(read)
     }
 }
 

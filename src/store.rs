@@ -156,10 +156,7 @@ impl Store {
         let engine = self.engine();
         let fps = fingerprints(space, ids)?;
         let mut claims = Unsettled::new(engine, fps.len());
-        let mut outcomes = Vec::with_capacity(fps.len());
-        for fp in fps {
-            outcomes.push(claims.claim(space, fp, None)?);
-        }
+        let outcomes = claims.claim_batch(space, &fps)?;
         engine.write_claims(claims, |c| MarkValue::at(c.at))?;
         Ok(outcomes)
     }
@@ -191,10 +188,10 @@ impl Store {
         space: &Arc<Space>,
         ids: &[I],
     ) -> Result<Vec<bool>> {
-        fingerprints(space, ids)?
-            .into_iter()
-            .map(|fp| Ok(self.engine().check(space, fp)? != Outcome::New))
-            .collect()
+        let outcomes = self
+            .engine()
+            .check_batch(space, &fingerprints(space, ids)?)?;
+        Ok(outcomes.into_iter().map(|o| o != Outcome::New).collect())
     }
 
     /// The value of `key` in the consumer's table `table`, if any.

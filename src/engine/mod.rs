@@ -78,6 +78,15 @@ impl<'e> Unsettled<'e> {
             .claim(space, fp, payload, &mut self.claims.marks)
     }
 
+    /// [`Engine::claim_batch`] into this set.
+    pub(crate) fn claim_batch(
+        &mut self,
+        space: &Arc<Space>,
+        fps: &[Fingerprint],
+    ) -> Result<Vec<Outcome>> {
+        self.engine.claim_batch(space, fps, &mut self.claims.marks)
+    }
+
     /// [`Engine::accept`] into this set.
     pub(crate) fn accept(
         &mut self,
@@ -221,61 +230,24 @@ impl Engine {
         space: &Arc<Space>,
         fp: Fingerprint,
         payload: Option<u128>,
-        claims: Option<&mut Vec<PendingMark>>,
+        mut claims: Option<&mut Vec<PendingMark>>,
     ) -> Result<Outcome> {
         let mut stripe = space.hot.stripe(fp).lock();
         // Read under the lock, so times within a stripe never decrease.
         let now = self.now_millis();
-        if let Some(lease) = stripe.leases.live(fp, now) {
-            return Ok(if differs(payload, lease.payload) {
-                conflict(lease.since)
-            } else {
-                Outcome::InFlight
-            });
-        }
-        match stripe.lookup(fp, space.window, space.stamps, now) {
-            Hot::Durable { first_seen } => {
-                drop(stripe);
-                return self.duplicate_of(space, fp, first_seen, payload, now);
-            }
-            Hot::Pending { seq, first_seen } => {
-                let ours = claims
-                    .as_ref()
-                    .is_some_and(|c| c.iter().any(|c| c.is(space, fp, seq)));
-                return Ok(if ours {
-                    duplicate(first_seen)
-                } else {
-                    Outcome::InFlight
-                });
-            }
-            Hot::Absent => {}
-        }
-        let authoritative = stripe.authoritative(space.window, now);
-        if !authoritative {
-            stripe.counters.cold_lookups += 1;
-        }
-        let Some(claims) = claims else {
-            drop(stripe);
-            return if authoritative {
-                Ok(Outcome::New)
-            } else {
-                self.probe_unclaimed(space, fp, payload, now)
-            };
-        };
-        // A claim whose lease has run out is taken over: its holder can no longer complete it.
-        stripe.leases.remove_dead(fp, now);
-        let seq = pend(space, &mut stripe, fp, now)?;
-        claims.push(PendingMark {
-            space: Arc::clone(space),
-            fp,
-            seq,
-            at: now,
-        });
-        if authoritative {
-            return Ok(Outcome::New);
-        }
+        let decided = decide_locked(space, &mut stripe, fp, payload, now, claims.as_deref_mut())?;
         drop(stripe);
-        self.probe_claimed(space, fp, seq, payload, now, claims)
+        match (decided, claims) {
+            (Decided::Answer(outcome), _) => Ok(outcome),
+            (Decided::Durable(first_seen), _) => {
+                self.duplicate_of(space, fp, first_seen, payload, now)
+            }
+            (Decided::ClaimedMiss(seq), Some(claims)) => {
+                self.probe_claimed(space, fp, seq, payload, now, claims)
+            }
+            (Decided::ClaimedMiss(_), None) => unreachable!("a miss is claimed only into claims"),
+            (Decided::Miss, _) => self.probe_unclaimed(space, fp, payload, now),
+        }
     }
 
     /// The answer for `fp`, found durable in memory (marked at `first_seen`): `Duplicate`, or
@@ -432,6 +404,77 @@ impl PendingMark {
     }
 }
 
+/// What deciding an ID under its stripe's lock leaves to do once the lock is dropped.
+enum Decided {
+    Answer(Outcome),
+    /// Durable in memory, marked at this time: `Duplicate`, unless a payload was given that
+    /// the stored mark may contradict.
+    Durable(u64),
+    /// Missed without authority and claimed as entry `seq`: the disk decides.
+    ClaimedMiss(u64),
+    /// Missed without authority, not claimed: the disk decides.
+    Miss,
+}
+
+/// The part of [`Engine::claim`] (or, without `claims`, [`Engine::check`]) done under `fp`'s
+/// locked `stripe` at `now`: a lease or an entry in memory answers; a miss is claimed into
+/// `claims`, and left to the disk unless the stripe is authoritative.
+fn decide_locked(
+    space: &Arc<Space>,
+    stripe: &mut Stripe,
+    fp: Fingerprint,
+    payload: Option<u128>,
+    now: u64,
+    claims: Option<&mut Vec<PendingMark>>,
+) -> Result<Decided> {
+    if let Some(lease) = stripe.leases.live(fp, now) {
+        return Ok(Decided::Answer(if differs(payload, lease.payload) {
+            conflict(lease.since)
+        } else {
+            Outcome::InFlight
+        }));
+    }
+    match stripe.lookup(fp, space.window, space.stamps, now) {
+        Hot::Durable { first_seen } => return Ok(Decided::Durable(first_seen)),
+        Hot::Pending { seq, first_seen } => {
+            let ours = claims
+                .as_ref()
+                .is_some_and(|c| c.iter().any(|c| c.is(space, fp, seq)));
+            return Ok(Decided::Answer(if ours {
+                duplicate(first_seen)
+            } else {
+                Outcome::InFlight
+            }));
+        }
+        Hot::Absent => {}
+    }
+    let authoritative = stripe.authoritative(space.window, now);
+    if !authoritative {
+        stripe.counters.cold_lookups += 1;
+    }
+    let Some(claims) = claims else {
+        return Ok(if authoritative {
+            Decided::Answer(Outcome::New)
+        } else {
+            Decided::Miss
+        });
+    };
+    // A claim whose lease has run out is taken over: its holder can no longer complete it.
+    stripe.leases.remove_dead(fp, now);
+    let seq = pend(space, stripe, fp, now)?;
+    claims.push(PendingMark {
+        space: Arc::clone(space),
+        fp,
+        seq,
+        at: now,
+    });
+    Ok(if authoritative {
+        Decided::Answer(Outcome::New)
+    } else {
+        Decided::ClaimedMiss(seq)
+    })
+}
+
 /// Settles claimed marks once their write returned: durable if `written`, forgotten otherwise.
 fn settle_marks(claims: &[PendingMark], written: bool) {
     for c in claims {
@@ -479,6 +522,7 @@ fn answer(mark: &MarkValue, payload: Option<u128>) -> Outcome {
     }
 }
 
+mod batch;
 mod claims;
 mod namespaces;
 mod producers;

@@ -130,8 +130,8 @@ fn a_failed_or_panicking_disk_read_leaves_nothing_claimed() {
     fault.arm(Op::Read, 0, Strike::Panic);
     let panicked = panic::catch_unwind(AssertUnwindSafe(|| store.check_and_mark("b")));
     assert!(panicked.is_err());
-    // "new" is read (one generation) and claimed, then the read of "b" fails.
-    fault.arm(Op::Read, 1, Strike::Before);
+    // Both are claimed, then the batch's one read (one generation, both keys) fails.
+    fault.arm(Op::Read, 0, Strike::Before);
     let batch = store.check_and_mark_batch(&["new", "b"]);
     assert!(matches!(batch, Err(Error::Io { .. })));
     // Neither the panicked read's claim nor the failed batch's claims are left in flight.

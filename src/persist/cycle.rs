@@ -44,6 +44,55 @@ impl Cold {
         Ok(None)
     }
 
+    /// [`find_live`](Self::find_live) for many fingerprints, each asked at its own time: one
+    /// `multi_get` a live generation, newest first, for those not found in a newer one.
+    pub(crate) fn find_live_many(
+        &self,
+        space: &Generations,
+        asks: &[(Fingerprint, u64)],
+    ) -> Result<Vec<Option<MarkValue>>> {
+        let mut found: Vec<Option<MarkValue>> = asks.iter().map(|_| None).collect();
+        let mut open: Vec<usize> = (0..asks.len()).collect();
+        let list = space.read();
+        for g in list.live.iter().rev() {
+            // Older generations end earlier: once one holds only dead marks for an ask, so do
+            // all after it.
+            open.retain(|&i| !space.window.range_expired(g.end, asks[i].1));
+            if open.is_empty() {
+                break;
+            }
+            let keys: Vec<_> = open.iter().map(|&i| asks[i].0.key()).collect();
+            #[cfg(any(test, fuzzing))]
+            for key in &keys {
+                self.fault.reading(key);
+            }
+            let cf = self.cf(&g.name)?;
+            let values = self.fallible(
+                Op::Read,
+                || format!("reading {}", g.name),
+                || {
+                    self.db
+                        .batched_multi_get_cf(&cf, &keys, false)
+                        .into_iter()
+                        .collect::<Result<Vec<_>, _>>()
+                },
+            )?;
+            let mut still = Vec::with_capacity(open.len());
+            for (i, value) in open.into_iter().zip(values) {
+                if let Some(value) = value {
+                    let mark = MarkValue::decode(&value, || format!("a mark in {}", g.name))?;
+                    if space.window.is_live(mark.at, asks[i].1) {
+                        found[i] = Some(mark);
+                        continue;
+                    }
+                }
+                still.push(i);
+            }
+            open = still;
+        }
+        Ok(found)
+    }
+
     /// Makes sure a generation of `space` holds marks made at `t` (unless its namespace was
     /// dropped): creates the next one and records it. Returns whether this call created one.
     /// Only creators wait for each other here; readers and writers of marks before `t` go on. A

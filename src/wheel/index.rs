@@ -101,6 +101,17 @@ impl Index {
         }
     }
 
+    /// The bucket where a probe for `hash` starts: read ahead of a lookup, so that its cache
+    /// miss overlaps others (see `Stripe::touch`).
+    pub(crate) fn home_bucket(&self, hash: u64) -> u32 {
+        self.buckets[self.home(hash)]
+    }
+
+    /// Whether `bucket` is empty; if not, the tag and sequence bits it holds.
+    pub(crate) fn unpack(bucket: u32) -> Option<(u8, u32)> {
+        (bucket != EMPTY).then(|| (tag_of(bucket), bucket & SEQ_MASK))
+    }
+
     /// The sequence bits stored in bucket `pos`.
     pub(crate) fn seq_bits_at(&self, pos: usize) -> u32 {
         self.buckets[pos] & SEQ_MASK

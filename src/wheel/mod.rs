@@ -108,7 +108,18 @@ impl HotTier {
         &self.settled[self.position(fp)]
     }
 
-    fn position(&self, fp: Fingerprint) -> usize {
+    /// How many stripes there are.
+    pub(crate) fn stripes(&self) -> usize {
+        self.stripes.len()
+    }
+
+    /// Stripe number `position` (below [`stripes`](Self::stripes)).
+    pub(crate) fn stripe_at(&self, position: usize) -> &Mutex<Stripe> {
+        &self.stripes[position]
+    }
+
+    /// The number of `fp`'s stripe.
+    pub(crate) fn position(&self, fp: Fingerprint) -> usize {
         // The mask keeps the index below `stripes.len()`, which fits in usize.
         (fp.stripe_hash() & self.mask) as usize
     }

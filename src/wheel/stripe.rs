@@ -428,6 +428,25 @@ impl Stripe {
         }
     }
 
+    /// The index bucket where looking up `fp` starts. With [`touch_entry`](Self::touch_entry),
+    /// the batch calls' prefetch: reading the buckets of many lookups first, then their
+    /// entries, then looking them up, overlaps the cache misses of all instead of taking them
+    /// one after another.
+    pub(crate) fn home_bucket(&self, fp: Fingerprint) -> u32 {
+        self.index.home_bucket(fp.probe_hash())
+    }
+
+    /// Reads the entry that `bucket` (from [`home_bucket`](Self::home_bucket)) names, if it may
+    /// be `fp`'s. Changes nothing and answers nothing.
+    pub(crate) fn touch_entry(&self, fp: Fingerprint, bucket: u32) {
+        if let Some((tag, bits)) = Index::unpack(bucket)
+            && tag == fp.tag()
+            && let Some(entry) = self.fifo.get(full_seq(self.fifo.head(), bits))
+        {
+            std::hint::black_box(entry.fp);
+        }
+    }
+
     /// The index bucket and sequence number of `fp`'s entry.
     fn find(&self, fp: Fingerprint) -> Option<(usize, u64)> {
         let words = fp.words();

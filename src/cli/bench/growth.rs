@@ -43,6 +43,9 @@ pub struct GrowthArgs {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also draw them into this PNG file (needs a TrueType font: Debian's fonts-dejavu-core).
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 /// What was measured at one size.
@@ -142,6 +145,14 @@ pub fn run(args: &GrowthArgs) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     store.close()?;
+    if let Some(file) = &args.plot {
+        let title = format!(
+            "dedupstore bench growth: batches of {batch}, memory budget {} MiB, {} CPUs",
+            budget >> 20,
+            std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+        );
+        super::plot::growth(&points, &title, file)?;
+    }
     if let Some(file) = &args.json {
         let json = serde_json::json!({
             "memory_budget": budget,
@@ -157,7 +168,7 @@ pub fn run(args: &GrowthArgs) -> Result<ExitCode> {
 }
 
 /// Marks fresh IDs `marked..to` in batches; every one must be new.
-fn mark(
+pub(super) fn mark(
     store: &Store,
     marked: &mut u64,
     to: u64,

@@ -5,10 +5,13 @@
 mod clients;
 mod growth;
 mod latency;
+mod plot;
 pub mod redis_server;
+mod restart;
 mod run;
 mod size;
 mod table;
+mod windows;
 
 use super::StreamArgs;
 use super::stream::Stream;
@@ -36,6 +39,12 @@ enum SizeRun {
     /// Fresh marks, duplicates (from memory and from disk), misses, memory and disk at growing
     /// numbers of IDs in the window, with the default memory budget.
     Growth(growth::GrowthArgs),
+    /// A store holding many IDs closed and opened again: time to the first correct answer, and
+    /// throughput second by second after the open against before the close.
+    Restart(restart::RestartArgs),
+    /// One store through many retention windows at a steady rate on a manual clock: its disk
+    /// at the end of each.
+    Windows(windows::WindowsArgs),
 }
 
 /// Which systems a run compares.
@@ -128,6 +137,8 @@ struct Row {
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     match args.run {
         Some(SizeRun::Growth(a)) => growth::run(&a),
+        Some(SizeRun::Restart(a)) => restart::run(&a),
+        Some(SizeRun::Windows(a)) => windows::run(&a),
         None => compare(&args.compare),
     }
 }
