@@ -79,9 +79,11 @@ impl Engine {
             for ((bucket, &at), &i) in buckets.iter_mut().zip(&held).zip(chunk) {
                 *bucket = locked[at].1.home_bucket(fps[i]);
             }
+            let mut read = 0;
             for ((&bucket, &at), &i) in buckets.iter().zip(&held).zip(chunk) {
-                locked[at].1.touch_entry(fps[i], bucket);
+                read ^= locked[at].1.touch_entry(fps[i], bucket);
             }
+            std::hint::black_box(read);
             for (&at, &i) in held.iter().zip(chunk) {
                 let claimed = claims.as_ref().map_or(0, |c| c.len());
                 let stripe = &mut locked[at].1;

@@ -174,3 +174,82 @@ fn racing_callers_after_a_restart_get_exactly_one_new_per_id() {
     let expected: Vec<usize> = (1..400).step_by(2).collect();
     assert_eq!(all, expected);
 }
+
+/// Batches (each thread its own order, so batches lock overlapping sets of stripes) race single
+/// calls to mark the same IDs after a restart, half of them marked before it: no caller waits
+/// for another for good, each ID is `New` exactly once, and only if it was not marked before;
+/// the old ones are answered with their first mark's time.
+#[test]
+fn racing_batches_and_single_calls_get_exactly_one_new_per_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(UNIX_EPOCH + T0);
+    let ids: Vec<String> = (0..2_000).map(|i| format!("id-{i}")).collect();
+    let old: Vec<&str> = ids.iter().step_by(2).map(String::as_str).collect();
+    let store = reopened_after_marking(dir.path(), &clock, &old);
+    let check = |i: usize, outcome: Outcome| -> Option<bool> {
+        match outcome {
+            Outcome::InFlight => None,
+            Outcome::New => Some(true),
+            Outcome::Duplicate { .. } => {
+                if i % 2 == 0 {
+                    assert_eq!(first_seen(&outcome), Some(T0), "{}", ids[i]);
+                }
+                Some(false)
+            }
+            Outcome::Conflict { .. } => panic!("no payloads given"),
+        }
+    };
+    let news: Vec<Vec<usize>> = thread::scope(|s| {
+        let racers: Vec<_> = (0..4u64)
+            .map(|racer| {
+                let (ids, store, check) = (&ids, &store, &check);
+                s.spawn(move || {
+                    let mut order: Vec<usize> = (0..ids.len()).collect();
+                    fastrand::Rng::with_seed(racer).shuffle(&mut order);
+                    let mut news = Vec::new();
+                    if racer % 2 == 0 {
+                        for i in order {
+                            let new = loop {
+                                if let Some(new) = check(i, store.check_and_mark(&ids[i]).unwrap())
+                                {
+                                    break new;
+                                }
+                                thread::yield_now();
+                            };
+                            if new {
+                                news.push(i);
+                            }
+                        }
+                        return news;
+                    }
+                    let mut pending: Vec<usize> = Vec::new();
+                    let mut rest = order.chunks(37);
+                    loop {
+                        let batch: Vec<usize> = match rest.next() {
+                            Some(chunk) => pending.drain(..).chain(chunk.iter().copied()).collect(),
+                            None if pending.is_empty() => break news,
+                            None => std::mem::take(&mut pending),
+                        };
+                        let names: Vec<&String> = batch.iter().map(|&i| &ids[i]).collect();
+                        let outcomes = store.check_and_mark_batch(&names).unwrap();
+                        for (i, outcome) in batch.into_iter().zip(outcomes) {
+                            match check(i, outcome) {
+                                None => pending.push(i),
+                                Some(true) => news.push(i),
+                                Some(false) => {}
+                            }
+                        }
+                        if rest.len() == 0 && !pending.is_empty() {
+                            thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        racers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let mut all: Vec<usize> = news.concat();
+    all.sort_unstable();
+    let expected: Vec<usize> = (1..ids.len()).step_by(2).collect();
+    assert_eq!(all, expected);
+}

@@ -437,13 +437,16 @@ impl Stripe {
     }
 
     /// Reads the entry that `bucket` (from [`home_bucket`](Self::home_bucket)) names, if it may
-    /// be `fp`'s. Changes nothing and answers nothing.
-    pub(crate) fn touch_entry(&self, fp: Fingerprint, bucket: u32) {
-        if let Some((tag, bits)) = Index::unpack(bucket)
-            && tag == fp.tag()
-            && let Some(entry) = self.fifo.get(full_seq(self.fifo.head(), bits))
-        {
-            std::hint::black_box(entry.fp);
+    /// be `fp`'s, and returns a word of it (zero if none): the caller hands the words of a
+    /// whole chunk to `black_box` at once, so that the reads are kept without each waiting to
+    /// be stored. Changes nothing.
+    pub(crate) fn touch_entry(&self, fp: Fingerprint, bucket: u32) -> u32 {
+        match Index::unpack(bucket) {
+            Some((tag, bits)) if tag == fp.tag() => self
+                .fifo
+                .get(full_seq(self.fifo.head(), bits))
+                .map_or(0, |entry| entry.fp[0]),
+            _ => 0,
         }
     }
 
