@@ -191,7 +191,7 @@ fn racing_batches_and_single_calls_get_exactly_one_new_per_id() {
             Outcome::InFlight => None,
             Outcome::New => Some(true),
             Outcome::Duplicate { .. } => {
-                if i % 2 == 0 {
+                if i.is_multiple_of(2) {
                     assert_eq!(first_seen(&outcome), Some(T0), "{}", ids[i]);
                 }
                 Some(false)
