@@ -42,6 +42,10 @@ fn contains_miss(c: &mut Criterion) {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&Cache::new_lru_cache(cache_bytes));
     table.set_ribbon_filter(16.0);
+    table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_partition_filters(true);
+    table.set_metadata_block_size(4 << 10);
+    table.set_pin_top_level_index_and_filter(true);
     table.set_cache_index_and_filter_blocks(true);
     table.set_cache_index_and_filter_blocks_with_high_priority(true);
     table.set_pin_l0_filter_and_index_blocks_in_cache(true);

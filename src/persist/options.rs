@@ -4,8 +4,8 @@
 use super::generations::PER_WINDOW;
 use crate::settings::SharedRocksDb;
 use rocksdb::{
-    BlockBasedOptions, Cache, DBCompactionStyle, DBCompressionType, DBRecoveryMode, MergeOperands,
-    Options, WriteBufferManager,
+    BlockBasedIndexType, BlockBasedOptions, Cache, DBCompactionStyle, DBCompressionType,
+    DBRecoveryMode, MergeOperands, Options, WriteBufferManager,
 };
 
 const MIB: u64 = 1 << 20;
@@ -15,6 +15,8 @@ const MEMTABLE_BYTES_PER_MARK: u64 = 64;
 /// 0.05%): a lookup of a never-seen ID probes every live generation's filters, and each false
 /// positive costs a data-block read.
 const FILTER_BITS_PER_MARK: f64 = 16.0;
+/// The size of one partition of a generation's filters and indexes.
+const METADATA_BLOCK: usize = 4 << 10;
 /// The most table files RocksDB keeps open.
 const MAX_OPEN_FILES: i32 = 512;
 /// Readahead of each input file of a compaction.
@@ -25,8 +27,11 @@ const TABLE_ARENA_BLOCK: usize = 4 << 10;
 /// Sizes derived from the expected IDs per window and RocksDB's memory budget.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Sizing {
-    /// Memtable size of one column family: half of the marks a generation receives, 1..=64 MiB,
-    /// and at most half of `write_buffers`.
+    /// Memtable size of one column family: half of the marks a generation receives, 1..=8 MiB,
+    /// and at most half of `write_buffers`. Not more: an insert walks the memtable's skiplist,
+    /// and past a few MiB of random keys every level of the walk is a cache miss (with
+    /// `capacity(20_000_000)`, 64 MiB memtables marked 0.27-0.32M fresh IDs/s where 8 MiB ones
+    /// mark 0.62-0.75M, `dedupstore bench growth --capacity 20M --sizes 1M,3M`).
     pub write_buffer: u64,
     /// Memtables of all column families together: half of `block_cache`. Past it RocksDB
     /// flushes (without stalling writes, see [`Sizing::memory`]).
@@ -45,7 +50,7 @@ impl Sizing {
         let write_buffers = block_cache / 2;
         let per_generation = capacity.div_ceil(PER_WINDOW);
         let write_buffer = (per_generation * MEMTABLE_BYTES_PER_MARK / 2)
-            .clamp(MIB, 64 * MIB)
+            .clamp(MIB, 8 * MIB)
             .min(write_buffers / 2);
         Self {
             write_buffer,
@@ -121,6 +126,15 @@ pub(crate) fn generation(sizing: Sizing, cache: &Cache) -> Options {
     table.set_ribbon_filter(FILTER_BITS_PER_MARK);
     table.set_whole_key_filtering(true);
     table.set_optimize_filters_for_memory(true);
+    // Partitioned, so that a filter or index evicted from the cache (a window larger than the
+    // budget's room for filters, 2 bytes an ID) is read back one 4 KiB partition at a time, the
+    // one a lookup needs, not whole: a flushed 8 MiB memtable's filter is about 700 KiB, and
+    // reading and checksumming it for one lookup took most of the time of fresh marks past 20M
+    // IDs. The top level of each (a few entries a file) stays in the cache.
+    table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+    table.set_partition_filters(true);
+    table.set_metadata_block_size(METADATA_BLOCK);
+    table.set_pin_top_level_index_and_filter(true);
     in_cache(&mut table, sizing.pin_level0);
 
     let mut o = Options::default();
@@ -215,11 +229,11 @@ mod tests {
         assert_eq!(small.write_buffers, 8 << 20);
         assert_eq!(small.block_cache, 16 << 20);
         let big = Sizing::new(80_000_000, 1 << 30);
-        assert_eq!(big.write_buffer, 64 << 20);
-        let mid = Sizing::new(4_000_000, 1 << 30);
-        assert_eq!(mid.write_buffer, 16_000_000);
-        let capped = Sizing::new(80_000_000, 16 << 20);
-        assert_eq!(capped.write_buffer, 4 << 20, "half of the memtables' share");
+        assert_eq!(big.write_buffer, 8 << 20);
+        let mid = Sizing::new(1_000_000, 1 << 30);
+        assert_eq!(mid.write_buffer, 4_000_000);
+        let capped = Sizing::new(80_000_000, 8 << 20);
+        assert_eq!(capped.write_buffer, 2 << 20, "half of the memtables' share");
     }
 
     #[test]
