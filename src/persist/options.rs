@@ -128,9 +128,9 @@ pub(crate) fn generation(sizing: Sizing, cache: &Cache) -> Options {
     table.set_optimize_filters_for_memory(true);
     // Partitioned, so that a filter or index evicted from the cache (a window larger than the
     // budget's room for filters, 2 bytes an ID) is read back one 4 KiB partition at a time, the
-    // one a lookup needs, not whole: a flushed 8 MiB memtable's filter is about 700 KiB, and
-    // reading and checksumming it for one lookup took most of the time of fresh marks past 20M
-    // IDs. The top level of each (a few entries a file) stays in the cache.
+    // one a lookup needs, not whole: a table file's filter is a few hundred KiB, and reading and
+    // checksumming whole filters for single lookups took a third of the time of fresh marks at
+    // 20M IDs. The top level of each (a few entries a file) stays in the cache.
     table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
     table.set_partition_filters(true);
     table.set_metadata_block_size(METADATA_BLOCK);
