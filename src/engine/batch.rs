@@ -16,6 +16,7 @@ use crate::id::Fingerprint;
 use crate::outcome::Outcome;
 use crate::wheel::Stripe;
 use parking_lot::MutexGuard;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// IDs whose lookups are overlapped: about as many cache misses as one core keeps in flight.
@@ -133,6 +134,7 @@ impl Engine {
         let asks: Vec<_> = misses.iter().map(|m| (fps[m.at], m.now)).collect();
         let found = self.cold.find_live_many(&space.generations, &asks)?;
         let mut recalled = Vec::new();
+        let mut first_seen = HashMap::new();
         for (miss, mark) in misses.iter().zip(found) {
             let Some(mark) = mark else {
                 continue; // New, as its outcome already says; its claim stays
@@ -148,8 +150,19 @@ impl Engine {
                         .recall(seq, mark.at, space.stamps);
                     space.hot.settled(fp).notify(usize::MAX);
                     recalled.push(claimed);
+                    first_seen.insert(fp, miss.at);
                 }
                 None => self.remember(space, fp, mark.at),
+            }
+        }
+        // A repeat of a recalled ID later in the batch found its claim, pending, and was answered
+        // with the claim's time: it gets the time of the mark found, as a single call would.
+        for (i, fp) in fps.iter().enumerate() {
+            if let Some(&at) = first_seen.get(fp)
+                && i > at
+                && matches!(outcomes[i], Outcome::Duplicate { .. })
+            {
+                outcomes[i] = outcomes[at];
             }
         }
         if let Some(claims) = claims

@@ -114,6 +114,38 @@ fn a_mark_read_back_from_disk_dies_at_its_own_time() {
     assert_eq!(store.check_and_mark("a").unwrap(), Outcome::New);
 }
 
+/// In a batch after a restart, an ID found on disk is a duplicate of its first mark each time
+/// it comes, and an ID new to the store is new once.
+#[test]
+fn a_batch_answers_repeats_of_marks_on_disk_with_their_first_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(UNIX_EPOCH + T0);
+    let store = reopened_after_marking(dir.path(), &clock, &["a", "b"]);
+    let outcomes = store
+        .check_and_mark_batch(&["a", "new", "a", "b", "new", "b", "a"])
+        .unwrap();
+    let seen: Vec<Option<Duration>> = outcomes.iter().map(first_seen).collect();
+    let t1 = T0 + Duration::from_secs(1);
+    assert_eq!(
+        seen,
+        [
+            Some(T0),
+            None,
+            Some(T0),
+            Some(T0),
+            Some(t1),
+            Some(T0),
+            Some(T0)
+        ]
+    );
+    assert_eq!(outcomes[1], Outcome::New);
+    // The recalled marks answer from memory now; the new one is durable.
+    assert_eq!(
+        store.contains_batch(&["a", "b", "new", "never"]).unwrap(),
+        [true, true, true, false]
+    );
+}
+
 #[test]
 fn a_failed_or_panicking_disk_read_leaves_nothing_claimed() {
     let dir = tempfile::tempdir().unwrap();
