@@ -29,8 +29,8 @@ enum Command {
     /// directory), verifying every file and the restored contents against the manifest.
     Restore(checkpoint::RestoreArgs),
     /// Measure one workload side by side against raw RocksDB and Redis (started here on
-    /// 127.0.0.1), or a store at growing sizes
-    /// (`growth`).
+    /// 127.0.0.1), or one store at size: growing (`growth`), reopened (`restart`), or through
+    /// many windows (`windows`).
     Bench(Box<bench::BenchArgs>),
     /// The demo's worker process (started by `demo`).
     #[command(hide = true)]
