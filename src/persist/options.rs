@@ -130,7 +130,7 @@ pub(crate) fn generation(sizing: Sizing, cache: &Cache) -> Options {
     // budget's room for filters, 2 bytes an ID) is read back one 4 KiB partition at a time, the
     // one a lookup needs, not whole: a table file's filter is a few hundred KiB, and reading and
     // checksumming whole filters for single lookups took a third of the time of fresh marks at
-    // 20M IDs. The top level of each (a few entries a file) stays in the cache.
+    // 20M IDs. The top level of each (a few KiB a file) is pinned in the cache, shared or not.
     table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
     table.set_partition_filters(true);
     table.set_metadata_block_size(METADATA_BLOCK);
