@@ -21,11 +21,7 @@ const FRESH_CAPACITY: u64 = 20_000_000;
 
 fn duplicate_check(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::builder(dir.path()).capacity(HOT_IDS).open().unwrap();
-    let ids: Vec<String> = (0..HOT_IDS).map(id).collect();
-    for chunk in ids.chunks(10_000) {
-        store.check_and_mark_batch(chunk).unwrap();
-    }
+    let (store, ids) = common::marked_store(dir.path(), HOT_IDS);
     let set: Mutex<HashSet<String>> = Mutex::new(ids.iter().cloned().collect());
 
     let mut group = c.benchmark_group("duplicate_check");
@@ -55,11 +51,7 @@ fn duplicate_check(c: &mut Criterion) {
 fn duplicate_batch(c: &mut Criterion) {
     const DEPTH: usize = 64;
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::builder(dir.path()).capacity(HOT_IDS).open().unwrap();
-    let ids: Vec<String> = (0..HOT_IDS).map(id).collect();
-    for chunk in ids.chunks(10_000) {
-        store.check_and_mark_batch(chunk).unwrap();
-    }
+    let (store, ids) = common::marked_store(dir.path(), HOT_IDS);
     // Batches drawn all over the window, as redeliveries come; each batch's IDs are its own, as
     // a consumer's come with their messages.
     let mut rng = fastrand::Rng::with_seed(7);
@@ -99,29 +91,11 @@ fn duplicate_batch(c: &mut Criterion) {
     if let Some(redis) = common::redis(redis_dir.path()) {
         let mut conn = redis.connect().unwrap();
         for chunk in ids.chunks(10_000) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("SET")
-                    .arg(id)
-                    .arg(1)
-                    .arg("EX")
-                    .arg(86_400)
-                    .ignore();
-            }
-            pipe.query::<()>(&mut conn).unwrap();
+            common::set_nx_ex(chunk).query::<()>(&mut conn).unwrap();
         }
         group.bench_function("redis_pipelined_set_nx_ex", |b| {
             b.iter(|| {
-                let mut pipe = redis::pipe();
-                for id in next() {
-                    pipe.cmd("SET")
-                        .arg(id)
-                        .arg(1)
-                        .arg("NX")
-                        .arg("EX")
-                        .arg(86_400);
-                }
-                let r: Vec<Option<String>> = pipe.query(&mut conn).unwrap();
+                let r: Vec<Option<String>> = common::set_nx_ex(next()).query(&mut conn).unwrap();
                 debug_assert!(r.iter().all(Option::is_none));
                 black_box(r)
             });
@@ -235,16 +209,7 @@ fn batch_mark(c: &mut Criterion) {
             b.iter_batched(
                 || next_batch(&mut next),
                 |ids| {
-                    let mut pipe = redis::pipe();
-                    for id in &ids {
-                        pipe.cmd("SET")
-                            .arg(id)
-                            .arg(1)
-                            .arg("NX")
-                            .arg("EX")
-                            .arg(86_400);
-                    }
-                    let r: Vec<Option<String>> = pipe.query(&mut conn).unwrap();
+                    let r: Vec<Option<String>> = common::set_nx_ex(&ids).query(&mut conn).unwrap();
                     black_box(r)
                 },
                 BatchSize::SmallInput,

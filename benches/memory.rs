@@ -68,17 +68,7 @@ fn main() {
     };
     let base = used(&mut conn);
     for chunk in ids.chunks(10_000) {
-        let mut pipe = redis::pipe();
-        for id in chunk {
-            pipe.cmd("SET")
-                .arg(id)
-                .arg(1)
-                .arg("NX")
-                .arg("EX")
-                .arg(86_400)
-                .ignore();
-        }
-        pipe.query::<()>(&mut conn).unwrap();
+        common::set_nx_ex(chunk).query::<()>(&mut conn).unwrap();
     }
     let redis_per_id = (used(&mut conn) - base) as f64 / IDS as f64;
     println!("memory: redis {redis_per_id:.1} bytes per ID (used_memory)");

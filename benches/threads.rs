@@ -54,11 +54,7 @@ fn on_threads(threads: usize, iters: u64, work: &(dyn Fn(usize, u64) + Sync)) ->
 
 fn duplicates(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::builder(dir.path()).capacity(HOT_IDS).open().unwrap();
-    let ids: Vec<String> = (0..HOT_IDS).map(id).collect();
-    for chunk in ids.chunks(10_000) {
-        store.check_and_mark_batch(chunk).unwrap();
-    }
+    let (store, ids) = common::marked_store(dir.path(), HOT_IDS);
     let set: Mutex<HashSet<String>> = Mutex::new(ids.iter().cloned().collect());
     // Each thread walks the IDs with its own stride, so threads do not move in step.
     let batch = |t: usize, i: u64| -> Vec<&String> {

@@ -17,6 +17,35 @@ pub fn redis(dir: &Path) -> Option<RedisServer> {
         .ok()
 }
 
+/// A store in `dir` with `capacity(ids)`, holding the marks of IDs `0..ids` (so all in memory),
+/// and those IDs.
+pub fn marked_store(dir: &Path, ids: u64) -> (dedupstore::Store, Vec<String>) {
+    let store = dedupstore::Store::builder(dir)
+        .capacity(ids)
+        .open()
+        .unwrap();
+    let ids: Vec<String> = (0..ids).map(id).collect();
+    for chunk in ids.chunks(10_000) {
+        store.check_and_mark_batch(chunk).unwrap();
+    }
+    (store, ids)
+}
+
+/// `SET id 1 NX EX 86400` for each of `ids`, in one pipeline: what a consumer deduplicating
+/// through Redis sends.
+pub fn set_nx_ex<I: redis::ToRedisArgs>(ids: impl IntoIterator<Item = I>) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("SET")
+            .arg(id)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(86_400);
+    }
+    pipe
+}
+
 /// A plain RocksDB database in `dir`, with default options: the raw baseline.
 pub fn raw_rocksdb(dir: &Path) -> rocksdb::DB {
     let mut options = rocksdb::Options::default();
