@@ -153,17 +153,16 @@ pub fn run(args: &GrowthArgs) -> Result<ExitCode> {
         );
         super::plot::growth(&points, &title, file)?;
     }
-    if let Some(file) = &args.json {
-        let json = serde_json::json!({
+    super::write_json(
+        args.json.as_deref(),
+        &serde_json::json!({
             "memory_budget": budget,
             "batch": batch,
             "window_secs": args.window,
             "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
             "points": points,
-        });
-        std::fs::write(file, serde_json::to_string_pretty(&json)?)
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    }
+        }),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 

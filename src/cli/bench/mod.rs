@@ -215,12 +215,17 @@ fn compare(args: &CompareArgs) -> Result<ExitCode> {
     if let Some(why) = &redis_missing {
         println!("no Redis rows: {why}");
     }
-    if let Some(path) = &args.json {
-        let json = table::json(&rows, seed, args);
-        std::fs::write(path, serde_json::to_string_pretty(&json)?)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    }
+    write_json(args.json.as_deref(), &table::json(&rows, seed, args))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `value` as pretty JSON to `file`, if one was asked for (`--json`).
+fn write_json(file: Option<&Path>, value: &impl Serialize) -> Result<()> {
+    if let Some(file) = file {
+        std::fs::write(file, serde_json::to_string_pretty(value)?)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    }
+    Ok(())
 }
 
 /// A temporary directory in `dir` (created if missing), or in the system's.

@@ -120,10 +120,7 @@ pub fn run(args: &RestartArgs) -> Result<ExitCode> {
         after,
     };
     print(&restart);
-    if let Some(file) = &args.json {
-        std::fs::write(file, serde_json::to_string_pretty(&restart)?)
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    }
+    super::write_json(args.json.as_deref(), &restart)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -98,15 +98,14 @@ pub fn run(args: &WindowsArgs) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     store.close()?;
-    if let Some(file) = &args.json {
-        let json = serde_json::json!({
+    super::write_json(
+        args.json.as_deref(),
+        &serde_json::json!({
             "window_secs": args.window,
             "ids_per_window": args.ids_per_window,
             "batch": batch,
             "ends": ends,
-        });
-        std::fs::write(file, serde_json::to_string_pretty(&json)?)
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    }
+        }),
+    )?;
     Ok(ExitCode::SUCCESS)
 }
