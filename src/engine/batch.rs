@@ -90,26 +90,19 @@ impl Engine {
                 let stripe = &mut locked[at].1;
                 let decided =
                     decide_locked(space, stripe, fps[i], None, now, claims.as_deref_mut())?;
-                outcomes[i] = match decided {
-                    Decided::Answer(outcome) => outcome,
-                    Decided::Durable(first_seen) => duplicate(first_seen),
-                    Decided::ClaimedMiss(seq) => {
-                        misses.push(Miss {
-                            at: i,
-                            now,
-                            claim: Some((seq, claimed)),
-                        });
+                let claim = match decided {
+                    Decided::Answer(outcome) => {
+                        outcomes[i] = outcome;
                         continue;
                     }
-                    Decided::Miss => {
-                        misses.push(Miss {
-                            at: i,
-                            now,
-                            claim: None,
-                        });
+                    Decided::Durable(first_seen) => {
+                        outcomes[i] = duplicate(first_seen);
                         continue;
                     }
+                    Decided::ClaimedMiss(seq) => Some((seq, claimed)),
+                    Decided::Miss => None,
                 };
+                misses.push(Miss { at: i, now, claim });
             }
         }
         if !misses.is_empty() {

@@ -102,7 +102,7 @@ impl Index {
     }
 
     /// The bucket where a probe for `hash` starts: read ahead of a lookup, so that its cache
-    /// miss overlaps others (see `Stripe::touch`).
+    /// miss overlaps others (see `Stripe::home_bucket`).
     pub(crate) fn home_bucket(&self, hash: u64) -> u32 {
         self.buckets[self.home(hash)]
     }
