@@ -37,12 +37,8 @@ pub struct GrowthArgs {
     /// The store's memory budget in bytes (the builder's default unless given).
     #[arg(long, value_parser = parse_count)]
     memory_budget: Option<u64>,
-    /// Where the store goes (a temporary directory unless given; removed afterwards).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Also write the figures as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    files: super::OneStoreFiles,
     /// Also draw them into this PNG file (needs a TrueType font: Debian's fonts-dejavu-core).
     #[arg(long)]
     plot: Option<PathBuf>,
@@ -81,7 +77,7 @@ pub fn run(args: &GrowthArgs) -> Result<ExitCode> {
         return Err("--sizes must be ascending".into());
     }
     let batch = usize::try_from(args.batch)?;
-    let scratch = super::scratch_dir(args.dir.as_deref())?;
+    let scratch = args.files.scratch()?;
     let path = scratch.path().join("store");
     let mut builder = Store::builder(&path).window(Duration::from_secs(args.window));
     if let Some(capacity) = args.capacity {
@@ -153,16 +149,13 @@ pub fn run(args: &GrowthArgs) -> Result<ExitCode> {
         );
         super::plot::growth(&points, &title, file)?;
     }
-    super::write_json(
-        args.json.as_deref(),
-        &serde_json::json!({
-            "memory_budget": budget,
-            "batch": batch,
-            "window_secs": args.window,
-            "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-            "points": points,
-        }),
-    )?;
+    args.files.write_json(&serde_json::json!({
+        "memory_budget": budget,
+        "batch": batch,
+        "window_secs": args.window,
+        "cpus": std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+        "points": points,
+    }))?;
     Ok(ExitCode::SUCCESS)
 }
 

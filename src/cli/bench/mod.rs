@@ -219,6 +219,29 @@ fn compare(args: &CompareArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where a run on one store puts it, and its figures.
+#[derive(Debug, clap::Args)]
+struct OneStoreFiles {
+    /// Where the store goes (a temporary directory unless given; removed afterwards).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+impl OneStoreFiles {
+    /// The scratch directory the store goes in.
+    fn scratch(&self) -> Result<tempfile::TempDir> {
+        scratch_dir(self.dir.as_deref())
+    }
+
+    /// Writes `value` to the `--json` file, if one was given.
+    fn write_json(&self, value: &impl Serialize) -> Result<()> {
+        write_json(self.json.as_deref(), value)
+    }
+}
+
 /// Writes `value` as pretty JSON to `file`, if one was asked for (`--json`).
 fn write_json(file: Option<&Path>, value: &impl Serialize) -> Result<()> {
     if let Some(file) = file {

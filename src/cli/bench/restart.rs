@@ -6,7 +6,7 @@ use super::growth::mark;
 use super::size::{id, parse_count};
 use dedupstore::{Outcome, Store};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -33,12 +33,8 @@ pub struct RestartArgs {
     /// The store's memory budget in bytes (the builder's default unless given).
     #[arg(long, value_parser = parse_count)]
     memory_budget: Option<u64>,
-    /// Where the store goes (a temporary directory unless given; removed afterwards).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Also write the figures as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    files: super::OneStoreFiles,
 }
 
 /// The measured restart.
@@ -70,7 +66,7 @@ pub fn run(args: &RestartArgs) -> Result<ExitCode> {
         return Err("--ids must be at least 2".into());
     }
     let batch = usize::try_from(args.batch)?;
-    let scratch = super::scratch_dir(args.dir.as_deref())?;
+    let scratch = args.files.scratch()?;
     let path = scratch.path().join("store");
     let store = open(&path, args)?;
     eprintln!(
@@ -120,7 +116,7 @@ pub fn run(args: &RestartArgs) -> Result<ExitCode> {
         after,
     };
     print(&restart);
-    super::write_json(args.json.as_deref(), &restart)?;
+    args.files.write_json(&restart)?;
     Ok(ExitCode::SUCCESS)
 }
 

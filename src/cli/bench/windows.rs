@@ -7,7 +7,6 @@ use super::growth::mark;
 use super::size::{disk_bytes, parse_count};
 use dedupstore::{ManualClock, Store};
 use serde::Serialize;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
@@ -26,12 +25,8 @@ pub struct WindowsArgs {
     /// IDs per `check_and_mark_batch` call; the clock moves on after each.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     batch: u64,
-    /// Where the store goes (a temporary directory unless given; removed afterwards).
-    #[arg(long)]
-    dir: Option<PathBuf>,
-    /// Also write the figures as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
+    #[command(flatten)]
+    files: super::OneStoreFiles,
 }
 
 /// The store at the end of one window.
@@ -47,7 +42,7 @@ struct WindowEnd {
 
 pub fn run(args: &WindowsArgs) -> Result<ExitCode> {
     let batch = usize::try_from(args.batch)?;
-    let scratch = super::scratch_dir(args.dir.as_deref())?;
+    let scratch = args.files.scratch()?;
     let path = scratch.path().join("store");
     let clock = ManualClock::new(SystemTime::now());
     let store = Store::builder(&path)
@@ -98,14 +93,11 @@ pub fn run(args: &WindowsArgs) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     store.close()?;
-    super::write_json(
-        args.json.as_deref(),
-        &serde_json::json!({
-            "window_secs": args.window,
-            "ids_per_window": args.ids_per_window,
-            "batch": batch,
-            "ends": ends,
-        }),
-    )?;
+    args.files.write_json(&serde_json::json!({
+        "window_secs": args.window,
+        "ids_per_window": args.ids_per_window,
+        "batch": batch,
+        "ends": ends,
+    }))?;
     Ok(ExitCode::SUCCESS)
 }
