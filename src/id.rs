@@ -81,6 +81,11 @@ impl Fingerprint {
         self.0 as u64
     }
 
+    /// Bits that place the fingerprint in a generation's filter (both halves folded together).
+    pub(crate) fn filter_hash(self) -> u64 {
+        (self.0 >> 64) as u64 ^ self.0 as u64
+    }
+
     /// A non-zero 8-bit tag for the index bucket, from bits used by neither hash above.
     pub(crate) fn tag(self) -> u8 {
         // `% 255 + 1` maps into 1..=255: zero marks an empty bucket.

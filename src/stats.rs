@@ -18,6 +18,9 @@ pub struct Stats {
     /// Bytes of RocksDB's memtables, all column families together (part of
     /// `block_cache_bytes`).
     pub memtable_bytes: u64,
+    /// Bytes of the filters the store keeps of its generations' marks, in memory and outside
+    /// the memory budget: about 1.5 bytes per mark on disk (`docs/operations.md`).
+    pub filter_bytes: u64,
     /// Durable marks pushed out of the in-memory tier by its memory budget (dead ones waiting
     /// for their slot to expire included).
     pub hot_evictions: u64,
@@ -27,6 +30,11 @@ pub struct Stats {
     /// Checks the in-memory tier could not answer alone (after a restart, or over budget), so
     /// that went to disk.
     pub cold_lookups: u64,
+    /// Reads of marks from generations on disk since open: one per generation that a cold
+    /// lookup asked and whose filter did not rule it out. Lookups of IDs never marked are
+    /// mostly ruled out; a generation without a filter (after a crash, see
+    /// `docs/operations.md`) is read on each.
+    pub generation_reads: u64,
     /// Namespaces ([`Store::namespace`](crate::Store::namespace)). Every other figure counts them
     /// in: `memory_budget` includes their in-memory budgets, `hot_*` their in-memory tiers,
     /// `generations` theirs.

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 const MARKS: usize = 2_000;
 
-/// A store whose marks are only in its write-ahead log (never flushed), and that log's path.
-fn store_with_marks_in_the_log(dir: &Path) -> PathBuf {
+/// A store whose marks are only in its write-ahead log (never flushed), that log's path, and
+/// its length once the last mark was written (the close appends the saved filters after it).
+fn store_with_marks_in_the_log(dir: &Path) -> (PathBuf, u64) {
     let store = Store::open(dir).unwrap();
     for i in 0..MARKS {
         assert_eq!(
@@ -18,13 +19,19 @@ fn store_with_marks_in_the_log(dir: &Path) -> PathBuf {
             Outcome::New
         );
     }
-    store.close().unwrap();
-    fs::read_dir(dir)
+    let log = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap()
+        .unwrap();
+    let marks_end = fs::metadata(&log).unwrap().len();
+    store.close().unwrap();
+    assert!(
+        fs::metadata(&log).unwrap().len() > marks_end,
+        "the filters follow"
+    );
+    (log, marks_end)
 }
 
 fn recovered(dir: &Path) -> usize {
@@ -43,13 +50,14 @@ fn recovered(dir: &Path) -> usize {
 #[test]
 fn a_torn_tail_drops_only_the_torn_record() {
     let dir = tempfile::tempdir().unwrap();
-    let log = store_with_marks_in_the_log(dir.path());
-    let len = fs::metadata(&log).unwrap().len();
+    let (log, marks_end) = store_with_marks_in_the_log(dir.path());
+    // A crash in the middle of the last mark's write: it and the saved filters after it are
+    // gone.
     OpenOptions::new()
         .write(true)
         .open(&log)
         .unwrap()
-        .set_len(len - 10)
+        .set_len(marks_end - 10)
         .unwrap();
     assert_eq!(recovered(dir.path()), MARKS - 1);
 }
@@ -57,17 +65,17 @@ fn a_torn_tail_drops_only_the_torn_record() {
 #[test]
 fn damage_in_the_middle_of_the_log_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    let log = store_with_marks_in_the_log(dir.path());
+    let (log, marks_end) = store_with_marks_in_the_log(dir.path());
     let len = fs::metadata(&log).unwrap().len();
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .open(&log)
         .unwrap();
-    file.seek(SeekFrom::Start(len / 2)).unwrap();
+    file.seek(SeekFrom::Start(marks_end / 2)).unwrap();
     let mut byte = [0u8; 1];
     std::io::Read::read_exact(&mut file, &mut byte).unwrap();
-    file.seek(SeekFrom::Start(len / 2)).unwrap();
+    file.seek(SeekFrom::Start(marks_end / 2)).unwrap();
     file.write_all(&[byte[0] ^ 0x40]).unwrap();
     drop(file);
     match Store::open(dir.path()) {

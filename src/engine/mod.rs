@@ -120,6 +120,21 @@ impl<'e> Unsettled<'e> {
     }
 }
 
+/// The last handle is gone, and the committer with it: nothing writes after this, so the
+/// newest generations' filters are saved as they are, for the next open.
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let namespaces = self.namespaces.all();
+        let spaces = std::iter::once(&self.store_space).chain(&namespaces);
+        if let Err(e) = self
+            .cold
+            .save_filters_at_close(spaces.map(|s| &*s.generations))
+        {
+            tracing::warn!("saving the generations' filters at close failed: {e}");
+        }
+    }
+}
+
 impl Drop for Unsettled<'_> {
     fn drop(&mut self) {
         self.engine.settle(&self.claims, false);

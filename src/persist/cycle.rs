@@ -2,18 +2,20 @@
 //! ones, and dropping those whose marks are all dead.
 
 use super::fault::{self, Op};
+use super::filter::Filter;
 use super::generations::{Generation, Generations, List};
-use super::integrity;
 use super::{Cold, META_CF, MarkValue};
+use super::{integrity, saved_filters};
 use crate::error::{Error, Result};
 use crate::id::Fingerprint;
-use rocksdb::{BoundColumnFamily, WriteOptions};
+use rocksdb::{BoundColumnFamily, WriteBatch, WriteOptions};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 impl Cold {
     /// The newest live mark of `fp` in `space` at `now`, looking through every live generation,
-    /// newest first. Filters answer most misses without reading a data block.
+    /// newest first. A generation's filter ([`Generation::filter`]) rules out most of those that
+    /// do not hold it; RocksDB is read for the rest.
     pub(crate) fn find_live(
         &self,
         space: &Generations,
@@ -26,8 +28,12 @@ impl Cold {
             if space.window.range_expired(g.end, now) {
                 break; // it and every older generation hold only dead marks
             }
+            if g.filter.as_ref().is_some_and(|f| !f.may_hold(fp)) {
+                continue;
+            }
             #[cfg(any(test, fuzzing))]
             self.fault.reading(&key);
+            self.generation_reads.fetch_add(1, Ordering::Relaxed);
             let cf = self.cf(&g.name)?;
             let found = self.fallible(
                 Op::Read,
@@ -45,7 +51,8 @@ impl Cold {
     }
 
     /// [`find_live`](Self::find_live) for many fingerprints, each asked at its own time: one
-    /// `multi_get` a live generation, newest first, for those not found in a newer one.
+    /// `multi_get` a live generation, newest first, for those not found in a newer one and not
+    /// ruled out by its filter.
     pub(crate) fn find_live_many(
         &self,
         space: &Generations,
@@ -61,11 +68,21 @@ impl Cold {
             if open.is_empty() {
                 break;
             }
-            let keys: Vec<_> = open.iter().map(|&i| asks[i].0.key()).collect();
+            let (read, ruled_out): (Vec<usize>, Vec<usize>) = match &g.filter {
+                Some(filter) => open.into_iter().partition(|&i| filter.may_hold(asks[i].0)),
+                None => (open, Vec::new()),
+            };
+            if read.is_empty() {
+                open = ruled_out;
+                continue;
+            }
+            let keys: Vec<_> = read.iter().map(|&i| asks[i].0.key()).collect();
             #[cfg(any(test, fuzzing))]
             for key in &keys {
                 self.fault.reading(key);
             }
+            self.generation_reads
+                .fetch_add(keys.len() as u64, Ordering::Relaxed);
             let cf = self.cf(&g.name)?;
             let values = self.fallible(
                 Op::Read,
@@ -77,8 +94,9 @@ impl Cold {
                         .collect::<Result<Vec<_>, _>>()
                 },
             )?;
-            let mut still = Vec::with_capacity(open.len());
-            for (i, value) in open.into_iter().zip(values) {
+            // Those the filter ruled out go on to older generations too.
+            let mut still = ruled_out;
+            for (i, value) in read.into_iter().zip(values) {
                 if let Some(value) = value {
                     let mark = MarkValue::decode(&value, || format!("a mark in {}", g.name))?;
                     if space.window.is_live(mark.at, asks[i].1) {
@@ -119,8 +137,11 @@ impl Cold {
             )?;
         }
         self.catalog(&next.name)?;
-        drop(options);
+        // Recorded before the next creator may look: two creators that both found the list
+        // uncovered would otherwise both add the generation, and the filter of the first copy,
+        // which receives no marks, would be saved as that of a sealed generation.
         space.write().live.push(next);
+        drop(options);
         self.rolled.lock().push((Arc::clone(space), t));
         Ok(true)
     }
@@ -159,7 +180,26 @@ impl Cold {
         let rolled = std::mem::take(&mut *self.rolled.lock());
         for (space, t) in rolled {
             self.reap(&space, t, false);
+            let (sealed, _) = unsaved_filters(&space);
+            if let Err(e) = self.save_filters(&sealed, &[]) {
+                tracing::warn!(space = space.space, "saving sealed filters failed: {e}");
+            }
         }
+    }
+
+    /// Saves, before the store closes, the filters of each of `spaces`: those of generations
+    /// sealed since their last save, and the newest's. Nothing may be written after.
+    pub(crate) fn save_filters_at_close<'a>(
+        &self,
+        spaces: impl IntoIterator<Item = &'a Generations>,
+    ) -> Result<()> {
+        let (mut sealed, mut closing) = (Vec::new(), Vec::new());
+        for space in spaces {
+            let (s, c) = unsaved_filters(space);
+            sealed.extend(s);
+            closing.extend(c);
+        }
+        self.save_filters(&sealed, &closing)
     }
 
     /// Drops every generation of `space` whose marks are all dead at `now`, the newest only if
@@ -210,13 +250,34 @@ impl Cold {
     fn drop_generation(&self, g: &Generation) -> Result<()> {
         let mut synced = WriteOptions::default();
         synced.set_sync(true);
+        // No filter of it is saved after its records are deleted: see `save_filters`.
+        let _saving = self.filter_saves.lock();
         let drop = || {
             if let Some(meta) = self.db.cf_handle(META_CF) {
-                self.db
-                    .delete_cf_opt(&meta, integrity::catalog_key(&g.name), &synced)?;
+                let mut batch = WriteBatch::default();
+                batch.delete_cf(&meta, integrity::catalog_key(&g.name));
+                saved_filters::delete(&mut batch, &meta, &g.name);
+                self.db.write_opt(batch, &synced)?;
             }
             self.db.drop_cf(&g.name)
         };
         self.fallible(fault::Op::Drop, String::new, drop)
     }
+}
+
+/// The filters of `space` to save: those of generations that receive no more marks and are not
+/// saved as such yet, and the newest generation's.
+type Named = Vec<(String, Arc<Filter>)>;
+fn unsaved_filters(space: &Generations) -> (Named, Named) {
+    let list = space.read();
+    let named = |g: &Generation| g.filter.as_ref().map(|f| (g.name.clone(), Arc::clone(f)));
+    let Some((newest, older)) = list.live.split_last() else {
+        return (Vec::new(), Vec::new());
+    };
+    let sealed = older
+        .iter()
+        .filter(|g| g.filter.as_ref().is_some_and(|f| !f.is_sealed()))
+        .filter_map(named)
+        .collect();
+    (sealed, named(newest).into_iter().collect())
 }

@@ -1,5 +1,5 @@
 //! A fault point in the persistence layer, for tests and the fuzzer: fails the Nth write, mark
-//! read, generation creation or generation drop, before it reaches RocksDB (nothing done), after
+//! read, generation creation, generation drop or filter save, before it reaches RocksDB (nothing done), after
 //! it (done, but reported as failed, as when an fsync fails after the data reached the operating
 //! system), or by panicking there. It can also hold the reads of one key, as a slow disk would.
 
@@ -27,6 +27,8 @@ pub(crate) enum Op {
     Create,
     /// Dropping a dead generation.
     Drop,
+    /// Writing a generation's saved filter (`persist::saved_filters`).
+    Save,
 }
 
 /// How the injected failure strikes.

@@ -6,8 +6,10 @@
 //! generation while their time is before its end). Once `end + W <= now` every mark in it is
 //! dead, and the whole column family is dropped: expiry costs O(1) per generation.
 
+use super::filter::{FIRST_SEGMENT, Filter};
 use crate::window::Window;
 use parking_lot::{RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
 /// How many generations a window is split into: disk holds at most this many plus two (the
 /// current one and one dead but not yet dropped), so about `1 + 2/8` windows of marks.
@@ -19,13 +21,16 @@ const SPACE_PREFIX: &str = "ns";
 /// The store's own ID space; namespaces are numbered from 1.
 pub(crate) const STORE_SPACE: u32 = 0;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Generation {
     /// The ID space it belongs to: [`STORE_SPACE`] or a namespace's number.
     pub space: u32,
     pub start: u64,
     pub end: u64,
     pub name: String,
+    /// The filter of its marks, if one holds them all: one made with the generation, or one
+    /// saved and loaded at open. Without one, every lookup reads RocksDB.
+    pub filter: Option<Arc<Filter>>,
 }
 
 impl Generation {
@@ -40,6 +45,7 @@ impl Generation {
             start,
             end,
             name,
+            filter: None,
         }
     }
 
@@ -65,11 +71,18 @@ impl Generation {
     }
 
     /// The generation a mark made at `t` opens when `t` is past the newest one's end: aligned to
-    /// `span`, never overlapping `newest`.
+    /// `span`, never overlapping `newest`, with an empty filter sized for as many marks as
+    /// `newest` received.
     pub(crate) fn next(space: u32, t: u64, span: u64, newest: Option<&Self>) -> Self {
         let aligned = t - t % span;
         let start = newest.map_or(aligned, |n| n.end.max(aligned));
-        Self::new(space, start, aligned + span)
+        let expected = newest
+            .and_then(|n| n.filter.as_ref())
+            .map_or(FIRST_SEGMENT, |f| f.marks().max(FIRST_SEGMENT));
+        Self {
+            filter: Some(Arc::new(Filter::new(expected))),
+            ..Self::new(space, start, aligned + span)
+        }
     }
 }
 
@@ -119,6 +132,13 @@ impl Generations {
         self.read().live.len()
     }
 
+    /// The memory held by the generations' filters.
+    pub(crate) fn filter_bytes(&self) -> u64 {
+        let list = self.read();
+        let filters = list.live.iter().filter_map(|g| g.filter.as_ref());
+        filters.map(|f| f.bytes()).sum()
+    }
+
     /// The end of the newest generation: every mark made at or after it is yet to be written.
     pub(crate) fn complete_from(&self) -> u64 {
         self.read().live.iter().map(|g| g.end).max().unwrap_or(0)
@@ -137,14 +157,15 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_strangers_are_told_apart() {
+        let parsed = |name: &str| Generation::parse(name).map(|g| g.map(|g| g.name));
         let g = Generation::new(STORE_SPACE, 1_000, 2_000);
         assert_eq!(g.name, "marks-1000-2000");
-        assert_eq!(Generation::parse(&g.name), Some(Ok(g)));
+        assert_eq!(parsed(&g.name), Some(Ok(g.name)));
         let g = Generation::new(7, 1_000, 2_000);
         assert_eq!(g.name, "ns7.marks-1000-2000");
-        assert_eq!(Generation::parse(&g.name), Some(Ok(g)));
-        assert_eq!(Generation::parse("default"), None);
-        assert_eq!(Generation::parse("table.nsx"), None);
+        assert_eq!(parsed(&g.name), Some(Ok(g.name)));
+        assert!(Generation::parse("default").is_none());
+        assert!(Generation::parse("table.nsx").is_none());
         assert!(matches!(Generation::parse("marks-2000-1000"), Some(Err(_))));
         assert!(matches!(Generation::parse("marks-10x-20"), Some(Err(_))));
         assert!(matches!(Generation::parse("marks-010-20"), Some(Err(_))));
@@ -160,23 +181,15 @@ mod tests {
 
     #[test]
     fn new_generations_align_and_never_overlap() {
-        let g = |start, end| Generation::new(3, start, end);
-        assert_eq!(Generation::next(3, 2_500, 1_000, None), g(2_000, 3_000));
-        let newest = g(2_000, 3_000);
-        assert_eq!(
-            Generation::next(3, 3_000, 1_000, Some(&newest)),
-            g(3_000, 4_000)
-        );
-        assert_eq!(
-            Generation::next(3, 9_999, 1_000, Some(&newest)),
-            g(9_000, 10_000)
-        );
+        let g = |start, end| Generation::new(3, start, end).name;
+        let next = |t, newest: Option<&Generation>| Generation::next(3, t, 1_000, newest).name;
+        assert_eq!(next(2_500, None), g(2_000, 3_000));
+        let newest = Generation::new(3, 2_000, 3_000);
+        assert_eq!(next(3_000, Some(&newest)), g(3_000, 4_000));
+        assert_eq!(next(9_999, Some(&newest)), g(9_000, 10_000));
         // After reopening with a shorter span, the new one starts where the old one ended.
-        let wide = g(0, 3_500);
-        assert_eq!(
-            Generation::next(3, 3_600, 1_000, Some(&wide)),
-            g(3_500, 4_000)
-        );
+        let wide = Generation::new(3, 0, 3_500);
+        assert_eq!(next(3_600, Some(&wide)), g(3_500, 4_000));
     }
 
     #[test]

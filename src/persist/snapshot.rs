@@ -14,7 +14,7 @@ use std::fs::{self, File};
 use std::path::Path;
 
 /// What a store's files hold: its settings, the time its marks span, its offsets and outbox.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub(crate) struct Contents {
     pub meta: Meta,
     /// The time high-water mark (milliseconds since the Unix epoch), if any mark was written.

@@ -1,7 +1,7 @@
 //! Generation rollover and the write path under injected faults and a real write stall: a failed
 //! or half-done create fails one write and the next rolls over; a failed drop fails no write and
 //! is retried; a panic in a write leaves no mark in flight; rollovers while RocksDB delays writes
-//! fail none.
+//! fail none; writers that reach a generation's end together add the next one once.
 
 use super::{Op, Strike};
 use crate::{CommitOutcome, Error, ManualClock, Outcome, Store};
@@ -295,4 +295,34 @@ fn a_namespace_drop_that_cannot_write_changes_nothing() {
             .contains("a")
             .unwrap()
     );
+}
+
+/// Writers that reach a generation's end together create the next one once: each generation is
+/// listed once, and none but the newest can be mistaken for a sealed one (whose saved filter
+/// an open trusts).
+#[test]
+fn racing_rollovers_list_each_generation_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let store = open(dir.path(), &clock);
+    let barrier = std::sync::Barrier::new(2);
+    for round in 0..300u32 {
+        clock.advance(W / 8);
+        std::thread::scope(|s| {
+            for writer in 0..2 {
+                let (store, barrier) = (&store, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let id = format!("{round}-{writer}");
+                    assert_eq!(store.check_and_mark(id).unwrap(), Outcome::New);
+                });
+            }
+        });
+        let list = store.own_space().generations.read();
+        let names: Vec<&str> = list.live.iter().map(|g| g.name.as_str()).collect();
+        assert!(
+            names.windows(2).all(|w| w[0] != w[1]),
+            "round {round}: {names:?}"
+        );
+    }
 }

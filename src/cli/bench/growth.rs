@@ -59,6 +59,8 @@ pub struct Point {
     pub hot_ids: u64,
     /// The in-memory tier's heap bytes per ID it holds.
     pub hot_bytes_per_id: f64,
+    /// The generations' filters' memory per ID in the window (part of the resident memory).
+    pub filter_bytes_per_id: f64,
     /// The whole process' resident memory per ID in the window.
     pub resident_bytes_per_id: Option<f64>,
     /// The store's files per ID in the window.
@@ -129,6 +131,7 @@ pub fn run(args: &GrowthArgs) -> Result<ExitCode> {
             misses_per_sec,
             hot_ids: stats.hot_ids,
             hot_bytes_per_id: stats.hot_bytes as f64 / stats.hot_ids.max(1) as f64,
+            filter_bytes_per_id: stats.filter_bytes as f64 / size as f64,
             resident_bytes_per_id: resident_bytes().map(|r| r as f64 / size as f64),
             disk_bytes_per_id: disk_bytes(&path)? as f64 / size as f64,
             written_bytes_per_id: written,
@@ -217,7 +220,7 @@ fn misses(store: &Store, size: u64, probes: u64, batch: usize) -> Result<f64> {
 fn print_point(p: &Point, header: bool) {
     if header {
         println!(
-            "{:>11} {:>10} {:>11} {:>11} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>6}",
+            "{:>11} {:>10} {:>11} {:>11} {:>10} {:>10} {:>8} {:>9} {:>8} {:>8} {:>9} {:>6}",
             "IDs",
             "fresh/s",
             "dup hot/s",
@@ -225,6 +228,7 @@ fn print_point(p: &Point, header: bool) {
             "misses/s",
             "hot IDs",
             "hot B/ID",
+            "filt B/ID",
             "RSS B/ID",
             "disk B/ID",
             "wrote B/ID",
@@ -235,7 +239,7 @@ fn print_point(p: &Point, header: bool) {
         v.map_or_else(|| "-".to_owned(), |v| format!("{v:.precision$}"))
     };
     println!(
-        "{:>11} {:>10.0} {:>11.0} {:>11} {:>10.0} {:>10} {:>8.1} {:>8} {:>8.1} {:>9} {:>6}",
+        "{:>11} {:>10.0} {:>11.0} {:>11} {:>10.0} {:>10} {:>8.1} {:>9.1} {:>8} {:>8.1} {:>9} {:>6}",
         p.ids,
         p.fresh_per_sec,
         p.duplicates_hot_per_sec,
@@ -243,6 +247,7 @@ fn print_point(p: &Point, header: bool) {
         p.misses_per_sec,
         p.hot_ids,
         p.hot_bytes_per_id,
+        p.filter_bytes_per_id,
         some(p.resident_bytes_per_id, 1),
         p.disk_bytes_per_id,
         some(p.written_bytes_per_id, 1),
