@@ -41,7 +41,7 @@ fn contains_miss(c: &mut Criterion) {
     let cache_bytes = usize::try_from(store.stats().memory_budget / 7 * 2).unwrap();
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(&Cache::new_lru_cache(cache_bytes));
-    table.set_ribbon_filter(16.0);
+    table.set_bloom_filter(10.0, false);
     table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
     table.set_partition_filters(true);
     table.set_metadata_block_size(4 << 10);

@@ -11,10 +11,12 @@ use rocksdb::{
 const MIB: u64 = 1 << 20;
 /// A memtable entry of a mark: 16 bytes of key, 8 of value, the rest skiplist and bookkeeping.
 const MEMTABLE_BYTES_PER_MARK: u64 = 64;
-/// Filter bits per mark (ribbon, with the false-positive rate of a 16-bit Bloom filter, about
-/// 0.05%): a lookup of a never-seen ID probes every live generation's filters, and each false
-/// positive costs a data-block read.
-const FILTER_BITS_PER_MARK: f64 = 16.0;
+/// RocksDB's filter bits per mark (Bloom, about 1% false positives). The store's own filters
+/// (`persist::filter`) rule out nearly every lookup of a mark a generation does not hold, so
+/// RocksDB's see only their false positives and the lookups of marks that are there, where
+/// they pick the table file that holds it. A Bloom filter costs a third of the CPU of a ribbon
+/// filter to build in flushes and compactions, which share this machine's cores with callers.
+const FILTER_BITS_PER_MARK: f64 = 10.0;
 /// The size of one partition of a generation's filters and indexes.
 const METADATA_BLOCK: usize = 4 << 10;
 /// The most table files RocksDB keeps open.
@@ -123,7 +125,7 @@ pub(crate) fn database(sizing: Sizing, write_buffers: &WriteBufferManager) -> Op
 pub(crate) fn generation(sizing: Sizing, cache: &Cache) -> Options {
     let mut table = BlockBasedOptions::default();
     table.set_block_cache(cache);
-    table.set_ribbon_filter(FILTER_BITS_PER_MARK);
+    table.set_bloom_filter(FILTER_BITS_PER_MARK, false);
     table.set_whole_key_filtering(true);
     table.set_optimize_filters_for_memory(true);
     // Partitioned, so that a filter or index evicted from the cache (a window larger than the
