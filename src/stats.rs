@@ -19,7 +19,7 @@ pub struct Stats {
     /// `block_cache_bytes`).
     pub memtable_bytes: u64,
     /// Bytes of the filters the store keeps of its generations' marks, in memory and outside
-    /// the memory budget: about 1.5 bytes per mark on disk (`docs/operations.md`).
+    /// the memory budget: 1.5 to 3 bytes per mark on disk (`docs/operations.md`).
     pub filter_bytes: u64,
     /// Durable marks pushed out of the in-memory tier by its memory budget (dead ones waiting
     /// for their slot to expire included).

@@ -5,7 +5,8 @@
 //! several levels of table files; a miss there costs microseconds, one here tens of nanoseconds.
 //!
 //! A filter is a chain of split-block Bloom filters (one cache line per probe): the first sized
-//! for the marks the previous generation received, each next one as large as all before it
+//! for a quarter more marks than the previous generation received, each next one as large as
+//! all before it
 //! together, so a generation that receives more than expected keeps its false-positive rate,
 //! takes at most twice the bits its marks need, and a lookup probes one segment per doubling.
 //! Inserts take the chain's lock; only the newest generation receives them.
@@ -15,7 +16,7 @@ use parking_lot::RwLock;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Filter bits per mark: a false-positive rate of about 0.3% per segment, so a lookup that
+/// Filter bits per mark: a false-positive rate of about 0.5% per full segment, so a lookup that
 /// passes every live generation's filter in vain, and reads RocksDB for nothing, is rare.
 pub(crate) const BITS_PER_MARK: usize = 12;
 /// The marks the first segment of a generation is sized for when nothing better is known.

@@ -71,14 +71,15 @@ impl Generation {
     }
 
     /// The generation a mark made at `t` opens when `t` is past the newest one's end: aligned to
-    /// `span`, never overlapping `newest`, with an empty filter sized for as many marks as
-    /// `newest` received.
+    /// `span`, never overlapping `newest`, with an empty filter sized for a quarter more marks
+    /// than `newest` received.
     pub(crate) fn next(space: u32, t: u64, span: u64, newest: Option<&Self>) -> Self {
         let aligned = t - t % span;
         let start = newest.map_or(aligned, |n| n.end.max(aligned));
+        // A quarter more than the last one received: about as many again fit in one segment.
         let expected = newest
             .and_then(|n| n.filter.as_ref())
-            .map_or(FIRST_SEGMENT, |f| f.marks().max(FIRST_SEGMENT));
+            .map_or(FIRST_SEGMENT, |f| (f.marks() / 4 * 5).max(FIRST_SEGMENT));
         Self {
             filter: Some(Arc::new(Filter::new(expected))),
             ..Self::new(space, start, aligned + span)
@@ -154,6 +155,7 @@ pub(crate) fn span(window: Window) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::Fingerprint;
 
     #[test]
     fn names_round_trip_and_strangers_are_told_apart() {
@@ -190,6 +192,19 @@ mod tests {
         // After reopening with a shorter span, the new one starts where the old one ended.
         let wide = Generation::new(3, 0, 3_500);
         assert_eq!(next(3_600, Some(&wide)), g(3_500, 4_000));
+    }
+
+    #[test]
+    fn a_new_generation_has_a_filter_sized_for_what_the_newest_received() {
+        let first = Generation::next(3, 2_500, 1_000, None);
+        let filter = first.filter.as_ref().unwrap();
+        assert_eq!(filter.marks(), 0);
+        let marks = 200_000u64;
+        filter.insert((0..marks).map(|i| Fingerprint::of(1, &i.to_be_bytes(), None).unwrap()));
+        let next = Generation::next(3, 3_000, 1_000, Some(&first));
+        let bytes = next.filter.unwrap().bytes();
+        assert!(bytes >= marks * 5 / 4 * 12 / 8, "{bytes} bytes");
+        assert!(Generation::new(3, 0, 1_000).filter.is_none(), "found at open: none yet");
     }
 
     #[test]
