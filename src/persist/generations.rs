@@ -204,7 +204,10 @@ mod tests {
         let next = Generation::next(3, 3_000, 1_000, Some(&first));
         let bytes = next.filter.unwrap().bytes();
         assert!(bytes >= marks * 5 / 4 * 12 / 8, "{bytes} bytes");
-        assert!(Generation::new(3, 0, 1_000).filter.is_none(), "found at open: none yet");
+        assert!(
+            Generation::new(3, 0, 1_000).filter.is_none(),
+            "found at open: none yet"
+        );
     }
 
     #[test]

@@ -138,7 +138,7 @@ pub struct OutboxEntry {
 impl Cold {
     /// Opens (or creates) the store at `settings.path`, `wall` being the wall clock's reading.
     /// Reads only the list of column families and the meta CF (with the generations' saved
-    /// filters, about 1.5 bytes per mark): no generation.
+    /// filters, about 2 bytes per mark): no generation.
     pub(crate) fn open(settings: &Settings, wall: u64) -> Result<Opened> {
         let path = settings.path.clone();
         fs::create_dir_all(&path)
