@@ -6,24 +6,8 @@
 use super::Op;
 use super::Strike;
 use super::saved_filters;
-use crate::{ManualClock, Outcome, Store};
-use std::path::Path;
-use std::time::{Duration, UNIX_EPOCH};
-
-const W: Duration = Duration::from_secs(80);
-
-fn clock() -> ManualClock {
-    ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
-}
-
-fn open(dir: &Path, clock: &ManualClock) -> Store {
-    Store::builder(dir)
-        .window(W)
-        .slots(80)
-        .clock(clock.clone())
-        .open()
-        .unwrap()
-}
+use super::tests::{W, clock, open};
+use crate::{Outcome, Store};
 
 fn ids(range: std::ops::Range<u32>) -> Vec<String> {
     range.map(|i| format!("id-{i}")).collect()

@@ -8,13 +8,13 @@ use crate::{CommitOutcome, Error, ManualClock, Outcome, Store};
 use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
-const W: Duration = Duration::from_secs(80);
+pub(super) const W: Duration = Duration::from_secs(80);
 
-fn clock() -> ManualClock {
+pub(super) fn clock() -> ManualClock {
     ManualClock::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000))
 }
 
-fn open(dir: &Path, clock: &ManualClock) -> Store {
+pub(super) fn open(dir: &Path, clock: &ManualClock) -> Store {
     Store::builder(dir)
         .window(W)
         .slots(80)
